@@ -1,0 +1,1 @@
+"""Server assembly: services, health, reflection, interceptors, graceful stop."""

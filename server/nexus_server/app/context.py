@@ -1,0 +1,41 @@
+"""What every capability is built from, and where each registers what others need.
+
+Capabilities are built in order (identity, tenants, apikeys, billing, usage, events); each
+`<capability>/wiring.py` exposes `build(ctx) -> servicer | None` and may set the ports
+(token verifier, key verifier, tenant directory) that the authentication layer reads at
+call time. Background tasks a capability needs are added to `ctx.background`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from nexus_server.auth.ports import KeyVerifier, TenantDirectory, TokenVerifier
+from nexus_server.auth.revocations import Revocations
+from nexus_server.common.clock import Clock
+from nexus_server.config import Settings
+from nexus_server.db.uow import Database
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    clock: Clock
+    registry: CollectorRegistry
+    revocations: Revocations
+    tokens: TokenVerifier | None = None
+    keys: KeyVerifier | None = None
+    tenants: TenantDirectory | None = None
+    # Layers a capability adds to the chain after authentication (rate limit, metering).
+    layers: list[Any] = field(default_factory=list)
+    # Coroutines to run for the server's life (pollers, senders); cancelled at stop.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Hooks run at graceful stop, before the database closes (flush buffers).
+    on_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Anything else capabilities share by name (e.g. "mailer", "redis").
+    extras: dict[str, Any] = field(default_factory=dict)

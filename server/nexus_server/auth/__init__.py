@@ -1,0 +1,1 @@
+"""Who is calling: principals, the ports capabilities fill, the revocation feed."""

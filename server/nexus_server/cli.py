@@ -1,0 +1,124 @@
+"""The `nexus` command: serve, migrate, dev (server + Envoy)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from nexus_server import logs
+from nexus_server.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("nexus")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as error:
+        sys.exit(f"nexus: configuration error: {error}")
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from nexus_server.db.migrate import upgrade
+
+    upgrade(settings.database_url)
+    log.info("database is at the latest migration", extra={"database": _redacted(settings.database_url)})
+    return 0
+
+
+async def run_server(settings: Settings, *, on_ready: object = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    from prometheus_client import start_http_server
+
+    from nexus_server.app.server import create_server
+
+    server, port = await create_server(settings)
+    await server.start()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=server.registry)
+    log.info(
+        "nexus is serving",
+        extra={
+            "address": f"{settings.host}:{port}",
+            "metrics": f"http://{settings.host}:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else None,
+            "database": _redacted(settings.database_url),
+        },
+    )
+    if callable(on_ready):
+        on_ready(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight calls, ending streams with UNAVAILABLE")
+    await server.stop()
+    log.info("stopped")
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    asyncio.run(run_server(settings))
+    return 0
+
+
+def cmd_dev(settings: Settings, _args: argparse.Namespace) -> int:
+    from nexus_server.dev import run_dev
+
+    cmd_migrate(settings, _args)
+    return run_dev(settings)
+
+
+def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    from nexus_server.events.tail import run
+
+    return run(args, args.address or f"{settings.host}:{settings.port}")
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _add_tail_arguments(parser: argparse.ArgumentParser) -> None:
+    from nexus_server.events.tail import add_arguments
+
+    add_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="nexus", description="Nexus identity/keys/tenants/billing/usage/events hub"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gRPC server (NEXUS_* settings)").set_defaults(fn=cmd_serve)
+    sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(fn=cmd_migrate)
+    sub.add_parser("dev", help="migrate, then run the server and Envoy in front of it").set_defaults(
+        fn=cmd_dev
+    )
+    events = sub.add_parser("events", help="the event log").add_subparsers(
+        dest="events_command", required=True
+    )
+    events_tail = events.add_parser("tail", help="follow a tenant's events as JSON lines, resumably")
+    _add_tail_arguments(events_tail)
+    events_tail.set_defaults(fn=cmd_events_tail)
+    from nexus_server.identity.commands import add_arguments as add_identity_commands
+
+    add_identity_commands(sub)
+    from nexus_server.apikeys.commands import add_arguments as add_apikey_commands
+
+    add_apikey_commands(sub)
+    args = parser.parse_args(argv)
+    settings = _settings()
+    logs.configure(settings.log_level)
+    return int(args.fn(settings, args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

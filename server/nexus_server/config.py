@@ -1,0 +1,190 @@
+"""Settings from NEXUS_* environment variables, checked once at start with clear messages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ConfigError(Exception):
+    """A NEXUS_* setting is missing or malformed; the message names it and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Storage: the embedded SQLite file under ./var/ unless NEXUS_DATABASE_URL names PostgreSQL.
+    database_url: str = f"sqlite+aiosqlite:///{ROOT / 'var' / 'nexus.db'}"
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 50051
+    metrics_port: int | None = 9464  # Prometheus exposition; None disables it
+    envoy_port: int = 8080
+    envoy_admin_port: int = 9901
+    log_level: str = "INFO"
+    # How long a graceful stop waits for in-flight unary calls before cancelling them.
+    shutdown_grace: timedelta = timedelta(seconds=10)
+    access_token_ttl: timedelta = timedelta(minutes=15)
+    refresh_token_ttl: timedelta = timedelta(days=7)
+    issuer: str = "http://127.0.0.1:8080"
+    audience: str = "nexus"
+    # Encrypts signing keys' private parts at rest; required outside development.
+    secret_key: str = "dev-insecure-secret-key-change-me"
+    var_dir: Path = field(default_factory=lambda: ROOT / "var")
+    # Events: each subscriber's buffer of live events (count and approximate bytes) before
+    # it falls back to reading the log, and how often each replica re-reads the log heads
+    # in case a wake-up (commit, NOTIFY) was missed.
+    events_buffer_events: int = 1024
+    events_buffer_bytes: int = 1024 * 1024
+    events_poll_interval: timedelta = timedelta(seconds=1)
+    # Identity: bcrypt cost (tests lower it), how long JWKS readers may cache the key set
+    # (a new signing key is published this long before it signs), outgoing mail.
+    bcrypt_rounds: int = 12
+    jwks_cache_ttl: timedelta = timedelta(minutes=5)
+    smtp_url: str | None = None  # smtp://user:pass@host:port; None writes .eml under var_dir/mail
+    mail_from: str = "Nexus <no-reply@nexus.localhost>"
+    public_url: str = "http://127.0.0.1:8080"  # base of links in emails
+    # Tenants: the ecosystem's project catalog, `key[=Display Name],…`; empty means the
+    # built-in seven (tenants/projects.py).
+    projects: str = ""
+    # Rate limits: what to do when Redis (NEXUS_REDIS_URL) is unreachable -- `local` (the
+    # default: each replica keeps limiting with its own in-process counters), `open` (admit
+    # unlimited) or `closed` (refuse with RESOURCE_EXHAUSTED); each person's calls per minute.
+    ratelimit_on_redis_down: str = "local"
+    ratelimit_user_per_minute: int = 1200
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number (expected {lo}..{hi})") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is out of range (expected {lo}..{hi})")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return timedelta(seconds=value)
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: str | None) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    scheme = urlparse(raw).scheme
+    if scheme not in schemes:
+        raise ConfigError(
+            f"{name} must start with one of {', '.join(s + '://' for s in schemes)}; got {scheme!r}"
+        )
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = env.get(name, "").strip().lower() or default
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+    return raw
+
+
+def _projects(env: Mapping[str, str]) -> str:
+    raw = env.get("NEXUS_PROJECTS", "")
+    if raw.strip():
+        from nexus_server.tenants.projects import parse_catalog
+
+        try:
+            parse_catalog(raw)
+        except ValueError as error:
+            raise ConfigError(f"NEXUS_PROJECTS: {error} (expected key[=Display Name],…)") from None
+    return raw
+
+
+def _events_poll(env: Mapping[str, str], default: timedelta) -> timedelta:
+    value = _seconds(env, "NEXUS_EVENTS_POLL_SECONDS", default)
+    if value.total_seconds() < 0.01:
+        raise ConfigError("NEXUS_EVENTS_POLL_SECONDS must be at least 0.01")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every NEXUS_* setting; raise ConfigError naming the first bad one."""
+    env = os.environ if env is None else env
+    base = Settings()
+    var_dir = Path(env.get("NEXUS_VAR_DIR") or base.var_dir)
+    db = _url(
+        env,
+        "NEXUS_DATABASE_URL",
+        ("sqlite+aiosqlite", "postgresql+psycopg", "postgresql"),
+        f"sqlite+aiosqlite:///{var_dir / 'nexus.db'}",
+    )
+    assert db is not None
+    if db.startswith("postgresql://"):
+        db = "postgresql+psycopg://" + db.removeprefix("postgresql://")
+    level = env.get("NEXUS_LOG_LEVEL", base.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"NEXUS_LOG_LEVEL={level!r} must be one of DEBUG, INFO, WARNING, ERROR")
+    metrics_off = env.get("NEXUS_METRICS_PORT", "").lower() == "off"
+    metrics_port = None if metrics_off else _int(env, "NEXUS_METRICS_PORT", base.metrics_port, 0, 65535)
+    secret = env.get("NEXUS_SECRET_KEY", base.secret_key)
+    if len(secret) < 16:
+        raise ConfigError("NEXUS_SECRET_KEY must be at least 16 characters")
+    settings = Settings(
+        database_url=db,
+        redis_url=_url(env, "NEXUS_REDIS_URL", ("redis", "rediss", "unix"), None),
+        host=env.get("NEXUS_HOST", base.host),
+        port=_int(env, "NEXUS_PORT", base.port, 0, 65535) or 0,
+        metrics_port=metrics_port,
+        envoy_port=_int(env, "NEXUS_ENVOY_PORT", base.envoy_port, 1, 65535) or base.envoy_port,
+        envoy_admin_port=_int(env, "NEXUS_ENVOY_ADMIN_PORT", base.envoy_admin_port, 1, 65535)
+        or base.envoy_admin_port,
+        log_level=level,
+        shutdown_grace=_seconds(env, "NEXUS_SHUTDOWN_GRACE_SECONDS", base.shutdown_grace),
+        access_token_ttl=_seconds(env, "NEXUS_ACCESS_TOKEN_TTL_SECONDS", base.access_token_ttl),
+        refresh_token_ttl=_seconds(env, "NEXUS_REFRESH_TOKEN_TTL_SECONDS", base.refresh_token_ttl),
+        issuer=env.get("NEXUS_ISSUER", base.issuer),
+        audience=env.get("NEXUS_AUDIENCE", base.audience),
+        secret_key=secret,
+        var_dir=var_dir,
+        events_buffer_events=_int(env, "NEXUS_EVENTS_BUFFER_EVENTS", base.events_buffer_events, 1, 1_000_000)
+        or base.events_buffer_events,
+        events_buffer_bytes=_int(
+            env, "NEXUS_EVENTS_BUFFER_BYTES", base.events_buffer_bytes, 65_536, 1024 * 1024 * 1024
+        )
+        or base.events_buffer_bytes,
+        events_poll_interval=_events_poll(env, base.events_poll_interval),
+        bcrypt_rounds=_int(env, "NEXUS_BCRYPT_ROUNDS", base.bcrypt_rounds, 4, 31) or base.bcrypt_rounds,
+        jwks_cache_ttl=_seconds(env, "NEXUS_JWKS_CACHE_SECONDS", base.jwks_cache_ttl),
+        smtp_url=_url(env, "NEXUS_SMTP_URL", ("smtp", "smtps"), None),
+        mail_from=env.get("NEXUS_MAIL_FROM", base.mail_from),
+        public_url=env.get("NEXUS_PUBLIC_URL", base.public_url).rstrip("/"),
+        projects=_projects(env),
+        ratelimit_on_redis_down=_choice(
+            env, "NEXUS_RATELIMIT_ON_REDIS_DOWN", ("local", "open", "closed"), base.ratelimit_on_redis_down
+        ),
+        ratelimit_user_per_minute=_int(
+            env, "NEXUS_RATELIMIT_USER_PER_MINUTE", base.ratelimit_user_per_minute, 1, 10_000_000
+        )
+        or base.ratelimit_user_per_minute,
+    )
+    return settings
