@@ -1,0 +1,53 @@
+"""What the identity workflows are built from, assembled once by wiring.build."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from nexus_server.auth.ports import TenantDirectory
+from nexus_server.auth.revocations import Revocations
+from nexus_server.config import Settings
+from nexus_server.db.uow import Database, UnitOfWork
+from nexus_server.identity.keys import KeyRing
+from nexus_server.identity.mail import Mailer
+from nexus_server.identity.passwords import Hasher
+from nexus_server.identity.sealing import Sealer
+from nexus_server.identity.throttle import Throttle
+from nexus_server.identity.tokens import AccessTokens
+
+# (uow, tenant_id, user_id) -> project name → role; provided by the tenants capability.
+ProjectGrants = Callable[[UnitOfWork, str, str], Coroutine[Any, Any, dict[str, str]]]
+
+
+@dataclass
+class Identity:
+    settings: Settings
+    db: Database
+    revocations: Revocations
+    hasher: Hasher
+    keys: KeyRing
+    tokens: AccessTokens
+    throttle: Throttle
+    mailer: Mailer
+    totp_sealer: Sealer
+    refresh_key: bytes  # keys the derivation of a refresh token's successor
+    tenants: Callable[[], TenantDirectory | None]
+    project_grants: ProjectGrants | None = None
+    # Shared objects of other capabilities (AppContext.extras), looked up when used:
+    # "tenants.accept_invitations" joins a verified address to the tenants that invited it.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def accept_invitations(self, uow: UnitOfWork, user_id: str, email: str) -> None:
+        accept = self.extras.get("tenants.accept_invitations")
+        if accept is not None:
+            await accept(uow, user_id, email)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is at the other end of a sign-in, as the transport saw it."""
+
+    user_agent: str = ""
+    ip_address: str = ""

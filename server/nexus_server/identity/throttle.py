@@ -1,0 +1,164 @@
+"""Brute-force protection for sign-in, counted in the database so every replica shares it.
+
+Every attempt is counted *before* its password is checked and forgiven only if it proves
+right, so parallel guesses cannot slip past the limit while their hashes run:
+
+- per email (known or not, so a lock reveals nothing): the first `free_attempts` go at once,
+  then each next attempt must wait 1, 2, 4 … seconds (capped), and at `lock_after` failures
+  the email is locked for `lock_for`. The counter moves by compare-and-set, so each value
+  is taken by exactly one attempt however many race.
+- per client address: a plain atomic counter; past `address_limit` failures in the window
+  the address is throttled until the window ends.
+
+Counts older than `window` start over. A right password clears the email's count and gives
+back the address's one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from nexus_server.common.errors import QuotaViolation, ResourceExhausted
+from nexus_server.db.uow import Database, UnitOfWork
+from nexus_server.identity import store
+
+_CAS_TRIES = 64
+
+
+@dataclass(frozen=True)
+class Policy:
+    free_attempts: int = 5
+    max_delay: timedelta = timedelta(minutes=5)
+    lock_after: int = 10
+    lock_for: timedelta = timedelta(minutes=15)
+    address_limit: int = 100
+    window: timedelta = timedelta(minutes=15)
+
+    def delay_after(self, failures: int) -> timedelta:
+        if failures < self.free_attempts:
+            return timedelta(0)
+        return min(timedelta(seconds=2 ** min(failures - self.free_attempts, 30)), self.max_delay)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """An admitted attempt: the counters it moved, to clear or give back."""
+
+    email_key: str
+    address_key: str
+
+
+def _throttled(reason: str, retry_after: timedelta, subject: str, what: str) -> ResourceExhausted:
+    seconds = max(1, int(retry_after.total_seconds() + 0.999))
+    return ResourceExhausted(
+        f"{what}; retry in {seconds} s",
+        retry_after=timedelta(seconds=seconds),
+        violations=[QuotaViolation(subject, what)],
+        reason=reason,
+    )
+
+
+class Throttle:
+    def __init__(self, db: Database, policy: Policy | None = None):
+        self.db = db
+        self.policy = policy or Policy()
+
+    async def admit(self, email: str, address: str = "") -> Ticket:
+        """Count one attempt for `email` (and `address`), or raise RESOURCE_EXHAUSTED."""
+        async with self.db.unit_of_work() as uow:
+            return await self.admit_in(uow, email, address)
+
+    async def admit_in(self, uow: UnitOfWork, email: str, address: str = "") -> Ticket:
+        """`admit` inside the caller's transaction (so a sign-in reads its user in the same
+        one). A refusal raises, and the caller's rollback takes back the address's count."""
+        email_key = f"email:{email}"
+        address_key = f"ip:{address}" if address else ""
+        # Always the address row before the email row, here and in `succeeded_in`: one lock
+        # order, so concurrent sign-ins cannot deadlock on PostgreSQL.
+        if address_key:
+            await self._admit_address(uow, address_key)
+        await self._admit_email(uow, email_key)
+        return Ticket(email_key, address_key)
+
+    async def succeeded(self, ticket: Ticket) -> None:
+        async with self.db.unit_of_work() as uow:
+            await self.succeeded_in(uow, ticket)
+
+    async def succeeded_in(self, uow: UnitOfWork, ticket: Ticket) -> None:
+        """Clear the email's count and give back the address's one, in the caller's
+        transaction (a sign-in's session start). The email row is reset, not deleted, so the
+        next attempt finds it and needs no INSERT."""
+        now = uow.clock.now()
+        if ticket.address_key:
+            await store.add_attempts(uow.session, ticket.address_key, -1, now)
+        await store.reset_attempts(uow.session, ticket.email_key, now)
+
+    async def forgive(self, ticket: Ticket) -> None:
+        """Undo the attempt's counts without clearing earlier failures (right password,
+        second factor still needed)."""
+        async with self.db.unit_of_work() as uow:
+            if ticket.address_key:
+                await store.add_attempts(uow.session, ticket.address_key, -1, uow.clock.now())
+            await store.add_attempts(uow.session, ticket.email_key, -1, uow.clock.now())
+
+    async def clear(self, email: str) -> None:
+        async with self.db.unit_of_work() as uow:
+            await store.clear_attempts(uow.session, f"email:{email}")
+
+    async def _admit_email(self, uow: UnitOfWork, key: str) -> None:
+        # Retried in the same transaction: on PostgreSQL (READ COMMITTED) each statement sees
+        # the latest committed count, and under SQLite's BEGIN IMMEDIATE the swap cannot lose.
+        policy = self.policy
+        for _ in range(_CAS_TRIES):
+            now = uow.clock.now()
+            row = await store.get_attempts(uow.session, key)
+            if row is None:
+                await store.create_attempts(uow.session, key, now)
+                row = await store.get_attempts(uow.session, key)
+                assert row is not None
+            failures = row.failures
+            if row.locked_until is not None and row.locked_until > now:
+                raise _throttled(
+                    "ACCOUNT_LOCKED", row.locked_until - now, "email", "too many failed sign-ins: locked"
+                )
+            if row.locked_until is None and row.next_attempt_time > now:
+                raise _throttled(
+                    "LOGIN_THROTTLED",
+                    row.next_attempt_time - now,
+                    "email",
+                    "sign-in attempts for this email come too fast",
+                )
+            if now - row.last_failure_time > policy.window or row.locked_until is not None:
+                failures = 0  # an old streak, or a lock that has run out: start over
+            counted = failures + 1
+            locked = now + policy.lock_for if counted >= policy.lock_after else None
+            if await store.swap_attempts(
+                uow.session,
+                key,
+                expected_failures=row.failures,
+                failures=counted,
+                now=now,
+                next_attempt_time=now + policy.delay_after(counted),
+                locked_until=locked,
+            ):
+                return
+        raise _throttled("LOGIN_THROTTLED", timedelta(seconds=1), "email", "too many concurrent sign-ins")
+
+    async def _admit_address(self, uow: UnitOfWork, key: str) -> None:
+        policy = self.policy
+        now = uow.clock.now()
+        row = await store.get_attempts(uow.session, key)
+        if row is None:
+            await store.create_attempts(uow.session, key, now)
+        elif now - row.last_failure_time > policy.window:
+            await store.reset_attempts(uow.session, key, now)
+        counted = await store.add_attempts(uow.session, key, 1, now)
+        if counted > policy.address_limit:
+            started = row.last_failure_time if row is not None else now
+            raise _throttled(
+                "LOGIN_THROTTLED",
+                max(started + policy.window - now, timedelta(seconds=1)),
+                "client_address",
+                "too many failed sign-ins from this address",
+            )

@@ -1,0 +1,85 @@
+"""Input checks shared by the identity RPCs: every bad field becomes a field violation."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+
+from nexus_server.common.errors import FieldViolation, InvalidArgument
+
+MAX_EMAIL = 254
+MAX_DISPLAY_NAME = 100
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+$")
+
+
+def email(value: str, field: str = "email") -> str:
+    """The trimmed, lower-cased address, or INVALID_ARGUMENT."""
+    normalized = value.strip().lower()
+    if not normalized:
+        raise InvalidArgument(FieldViolation(field, "is required"))
+    if len(normalized) > MAX_EMAIL or not _EMAIL.fullmatch(normalized) or ".." in normalized:
+        raise InvalidArgument(
+            FieldViolation(field, f"must be a valid email address of at most {MAX_EMAIL} characters")
+        )
+    return normalized
+
+
+def display_name(value: str, field: str = "display_name") -> str:
+    name = value.strip()
+    if len(name) > MAX_DISPLAY_NAME:
+        raise InvalidArgument(FieldViolation(field, f"must be at most {MAX_DISPLAY_NAME} characters"))
+    if not name.isprintable():
+        raise InvalidArgument(FieldViolation(field, "must not contain control characters"))
+    return name
+
+
+def required(value: str, field: str, max_chars: int) -> str:
+    if not value:
+        raise InvalidArgument(FieldViolation(field, "is required"))
+    return bounded(value, field, max_chars)
+
+
+def bounded(value: str, field: str, max_chars: int) -> str:
+    if len(value) > max_chars:
+        raise InvalidArgument(FieldViolation(field, f"must be at most {max_chars} characters"))
+    return value
+
+
+def page_size(value: int, field: str = "page_size") -> int:
+    if value < 0:
+        raise InvalidArgument(FieldViolation(field, "must not be negative"))
+    return 50 if value == 0 else min(value, 1000)
+
+
+def _filters_digest(filters: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def encode_page_token(after: str, filters: dict[str, str] | None = None) -> str:
+    body = json.dumps({"a": after, "f": _filters_digest(filters or {})}).encode()
+    return base64.urlsafe_b64encode(body).decode().rstrip("=")
+
+
+def decode_page_token(token: str, filters: dict[str, str] | None = None, field: str = "page_token") -> str:
+    """The position a page token names ('' for none), checking it came from the same filters."""
+    if not token:
+        return ""
+    invalid = InvalidArgument(
+        FieldViolation(field, "is not a page token this RPC returned for these filters"),
+        reason="PAGE_TOKEN_INVALID",
+    )
+    if len(token) > 512:
+        raise invalid
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise invalid from None
+    if not isinstance(body, dict) or not isinstance(body.get("a"), str):
+        raise invalid
+    if body.get("f") != _filters_digest(filters or {}):
+        raise invalid
+    return str(body["a"])

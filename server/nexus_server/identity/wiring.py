@@ -1,0 +1,69 @@
+"""Builds the identity capability: its servicer, the TokenVerifier port the authentication
+layer uses, and its background tasks (key reload, mail sender)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from nexus_server.app.context import AppContext
+from nexus_server.identity.deps import Identity
+from nexus_server.identity.keys import KeyRing
+from nexus_server.identity.mail import Mailer
+from nexus_server.identity.passwords import Hasher
+from nexus_server.identity.sealing import Sealer
+from nexus_server.identity.service import IdentityServicer
+from nexus_server.identity.throttle import Throttle
+from nexus_server.identity.tokens import AccessTokens
+
+
+def build_identity(ctx: AppContext) -> Identity:
+    """The identity workflows' dependencies (also used by the CLI and tests)."""
+    settings = ctx.settings
+    keys = KeyRing(ctx.db, Sealer(settings.secret_key, "signing-keys"))
+    tokens = AccessTokens(
+        keys,
+        ctx.revocations,
+        issuer=settings.issuer,
+        audience=settings.audience,
+        ttl=settings.access_token_ttl,
+    )
+    mailer = Mailer(
+        ctx.db,
+        Sealer(settings.secret_key, "mail-outbox"),
+        sender=settings.mail_from,
+        smtp_url=settings.smtp_url,
+        var_dir=settings.var_dir,
+    )
+    return Identity(
+        settings=settings,
+        db=ctx.db,
+        revocations=ctx.revocations,
+        hasher=Hasher(settings.bcrypt_rounds),
+        keys=keys,
+        tokens=tokens,
+        throttle=Throttle(ctx.db),
+        mailer=mailer,
+        totp_sealer=Sealer(settings.secret_key, "totp-secrets"),
+        refresh_key=hashlib.sha256(b"nexus refresh successor\0" + settings.secret_key.encode()).digest(),
+        tenants=lambda: ctx.tenants,
+        extras=ctx.extras,
+    )
+
+
+def build(ctx: AppContext) -> object | None:
+    deps = build_identity(ctx)
+    ctx.tokens = deps.tokens
+    ctx.extras["identity"] = deps
+    ctx.extras["mailer"] = deps.mailer
+
+    async def keys_then_reload() -> None:
+        await deps.keys.ensure_signing_key()
+        await deps.keys.run()
+
+    async def close_hasher() -> None:
+        deps.hasher.close()
+
+    ctx.background.append(keys_then_reload)
+    ctx.background.append(deps.mailer.run)
+    ctx.on_stop.append(close_hasher)
+    return IdentityServicer(deps)

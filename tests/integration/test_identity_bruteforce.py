@@ -1,0 +1,86 @@
+"""Brute force: failures counted per email and address in the database, race-free."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from nexus.identity.v1 import identity_service_pb2 as pb
+from nexus.identity.v1 import identity_service_pb2_grpc as rpc
+from nexus_server.identity.throttle import Policy
+from tests.support import register_user
+
+LIMIT = Policy().free_attempts
+
+
+def _address() -> str:
+    return f"198.51.100.{uuid.uuid4().int % 250 + 1}, 10.{uuid.uuid4().int % 250}.0.1"
+
+
+def _details(error: grpc.aio.AioRpcError) -> tuple[str, float | None]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    reason, delay = "", None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay.ToTimedelta().total_seconds()
+    return reason, delay
+
+
+async def _attempt(channel: grpc.aio.Channel, email: str, password: str, address: str) -> str:
+    try:
+        await rpc.IdentityServiceStub(channel).Login(
+            pb.LoginRequest(email=email, password=password), metadata=(("x-forwarded-for", address),)
+        )
+    except grpc.aio.AioRpcError as error:
+        reason, delay = _details(error)
+        if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            assert delay is not None and delay > 0
+        return reason
+    return "OK"
+
+
+async def test_twenty_parallel_wrong_passwords_never_pass_the_limit(channel: grpc.aio.Channel) -> None:
+    user = await register_user(channel)
+    address = _address()
+    outcomes = await asyncio.gather(
+        *(_attempt(channel, user.email, f"Wrong-Guess-{n}!x", address) for n in range(20))
+    )
+    checked = outcomes.count("INVALID_CREDENTIALS")
+    assert 1 <= checked <= LIMIT
+    assert set(outcomes) <= {"INVALID_CREDENTIALS", "LOGIN_THROTTLED", "ACCOUNT_LOCKED"}
+
+
+async def test_after_the_free_attempts_even_the_right_password_must_wait(channel: grpc.aio.Channel) -> None:
+    user = await register_user(channel)
+    address = _address()
+    for n in range(LIMIT):
+        assert await _attempt(channel, user.email, f"Wrong-Guess-{n}!x", address) == "INVALID_CREDENTIALS"
+    assert await _attempt(channel, user.email, user.password, address) == "LOGIN_THROTTLED"
+
+
+async def test_an_unknown_email_is_throttled_like_a_known_one(channel: grpc.aio.Channel) -> None:
+    address = _address()
+    email = f"ghost-{uuid.uuid4().hex}@example.com"
+    outcomes = [await _attempt(channel, email, f"Wrong-Guess-{n}!x", address) for n in range(LIMIT + 1)]
+    assert outcomes == ["INVALID_CREDENTIALS"] * LIMIT + ["LOGIN_THROTTLED"]
+
+
+async def test_a_right_password_clears_earlier_failures(channel: grpc.aio.Channel) -> None:
+    user = await register_user(channel)
+    address = _address()
+    for n in range(LIMIT - 1):
+        await _attempt(channel, user.email, f"Wrong-Guess-{n}!x", address)
+    assert await _attempt(channel, user.email, user.password, address) == "OK"
+    for n in range(LIMIT - 1):
+        assert await _attempt(channel, user.email, f"Wrong-Guess-{n}!x", address) == "INVALID_CREDENTIALS"
