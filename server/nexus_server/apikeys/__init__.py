@@ -1,0 +1,1 @@
+"""The apikeys capability."""

@@ -1,0 +1,177 @@
+"""ApiKeyService messages <-> domain values: enums, times, update masks (no rules here
+beyond the shape of the messages themselves)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from nexus.apikey.v1 import api_key_pb2, apikey_service_pb2
+from nexus_server.apikeys import rules, verification
+from nexus_server.apikeys.store import ApiKeyRow
+from nexus_server.apikeys.workflows import UPDATABLE, KeyUpdate
+from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.fieldmask import fields_to_update
+
+ApiKey = api_key_pb2.ApiKey
+Reason = apikey_service_pb2.VerifyApiKeyResponse
+
+ENVIRONMENT_NAMES: dict[int, str] = {ApiKey.ENVIRONMENT_TEST: "test", ApiKey.ENVIRONMENT_LIVE: "live"}
+_ENVIRONMENT_ENUM = {name: ApiKey.Environment.ValueType(number) for number, name in ENVIRONMENT_NAMES.items()}
+STATE_NAMES: dict[int, str] = {
+    ApiKey.STATE_ACTIVE: rules.ACTIVE,
+    ApiKey.STATE_EXPIRED: rules.EXPIRED,
+    ApiKey.STATE_REVOKED: rules.REVOKED,
+}
+_STATE_ENUM = {name: ApiKey.State.ValueType(number) for number, name in STATE_NAMES.items()}
+_REASONS = {
+    verification.VALID: Reason.REASON_VALID,
+    "malformed": Reason.REASON_MALFORMED,
+    "not_found": Reason.REASON_NOT_FOUND,
+    rules.REVOKED: Reason.REASON_REVOKED,
+    rules.EXPIRED: Reason.REASON_EXPIRED,
+    verification.TENANT_SUSPENDED: Reason.REASON_TENANT_SUSPENDED,
+    verification.INSUFFICIENT_SCOPE: Reason.REASON_INSUFFICIENT_SCOPE,
+    verification.RATE_LIMITED: Reason.REASON_RATE_LIMITED,
+}
+# google.protobuf.Timestamp's valid range (0001-01-01 to 9999-12-31).
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _ts(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _duration(value: timedelta) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(value)
+    return d
+
+
+def to_datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument(FieldViolation(field, "is not a valid timestamp"))
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def to_timedelta(d: duration_pb2.Duration, field: str, maximum: timedelta) -> timedelta:
+    """A non-negative duration of at most `maximum`; anything else is a field violation."""
+    seconds, nanos = d.seconds, d.nanos
+    if (
+        not -999_999_999 <= nanos <= 999_999_999
+        or seconds < 0
+        or nanos < 0
+        or seconds > maximum.total_seconds()
+    ):
+        raise InvalidArgument(FieldViolation(field, f"must be from 0 to {maximum.days} days"))
+    value = timedelta(seconds=seconds, microseconds=nanos // 1000)
+    if value > maximum:
+        raise InvalidArgument(FieldViolation(field, f"must be from 0 to {maximum.days} days"))
+    return value
+
+
+def environment_of(number: int, field: str, *, allow_unspecified: bool) -> str | None:
+    if number == ApiKey.ENVIRONMENT_UNSPECIFIED and allow_unspecified:
+        return None
+    if number not in ENVIRONMENT_NAMES:
+        raise InvalidArgument(FieldViolation(field, "must be ENVIRONMENT_TEST or ENVIRONMENT_LIVE"))
+    return ENVIRONMENT_NAMES[number]
+
+
+def state_of(number: int) -> str | None:
+    if number == ApiKey.STATE_UNSPECIFIED:
+        return None
+    if number not in STATE_NAMES:
+        raise InvalidArgument(FieldViolation("state", "must be STATE_ACTIVE, STATE_REVOKED or STATE_EXPIRED"))
+    return STATE_NAMES[number]
+
+
+def api_key(row: ApiKeyRow, now: datetime) -> api_key_pb2.ApiKey:
+    message = ApiKey(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        scopes=list(row.scopes),
+        environment=_ENVIRONMENT_ENUM[row.environment],
+        rate_limit_per_minute=row.rate_limit_per_minute,
+        state=_STATE_ENUM[rules.state_of(row, now)],
+        start=row.start,
+        created_by=row.created_by,
+        create_time=_ts(row.create_time),
+        update_time=_ts(row.update_time),
+    )
+    for name in ("expire_time", "last_used_time", "revoke_time", "rotate_time"):
+        value = getattr(row, name)
+        if value is not None:
+            getattr(message, name).CopyFrom(_ts(value))
+    if rules.previous_secret_live(row, now) and row.previous_secret_expire_time is not None:
+        message.previous_secret_expire_time.CopyFrom(_ts(row.previous_secret_expire_time))
+    return message
+
+
+def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
+    """The change an UpdateApiKey asks for, from its mask (empty: every non-default field)."""
+    key = request.api_key
+    given = {
+        "name": bool(key.name),
+        "scopes": bool(key.scopes),
+        "rate_limit_per_minute": key.rate_limit_per_minute != 0,
+        "expire_time": key.HasField("expire_time"),
+    }
+    chosen = fields_to_update(list(request.update_mask.paths), UPDATABLE, given)
+    values: dict[str, Any] = {}
+    for name in chosen:
+        if name == "name":
+            values["name"] = key.name
+        elif name == "scopes":
+            values["scopes"] = list(key.scopes)
+        elif name == "rate_limit_per_minute":
+            values["rate_limit_per_minute"] = key.rate_limit_per_minute
+        elif name == "expire_time":
+            values["expire_time"] = (
+                to_datetime(key.expire_time, "api_key.expire_time") if key.HasField("expire_time") else None
+            )
+    return KeyUpdate(**values)
+
+
+def verify_response(answer: verification.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
+    response = apikey_service_pb2.VerifyApiKeyResponse(valid=answer.valid, reason=_REASONS[answer.reason])
+    row = answer.row
+    if row is None:
+        return response
+    response.key_id = row.id
+    response.tenant_id = row.tenant_id
+    response.name = row.name
+    response.scopes.extend(row.scopes)
+    response.environment = _ENVIRONMENT_ENUM[row.environment]
+    if row.expire_time is not None:
+        _set_time(response.expire_time, row.expire_time)
+    if answer.missing_scopes:
+        response.missing_scopes.extend(answer.missing_scopes)
+    if answer.rate is not None and answer.reason in (verification.VALID, verification.RATE_LIMITED):
+        rate = response.rate_limit
+        rate.limit = answer.rate.limit
+        rate.remaining = answer.rate.remaining
+        _set_time(rate.reset_time, answer.rate.reset_time)
+        if answer.rate.retry_after is not None:
+            rate.retry_after.CopyFrom(_duration(answer.rate.retry_after))
+    if answer.previous_secret:
+        response.previous_secret = True
+        if answer.previous_secret_expire_time is not None:
+            _set_time(response.previous_secret_expire_time, answer.previous_secret_expire_time)
+    return response
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:
+    """Timestamp.FromDatetime in place, by arithmetic (VerifyApiKey sets one on every call,
+    and FromDatetime goes through a time tuple)."""
+    since = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
+    target.seconds = since.days * 86_400 + since.seconds
+    target.nanos = since.microseconds * 1000

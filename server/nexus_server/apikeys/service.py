@@ -1,0 +1,124 @@
+"""The ApiKeyService servicer: request -> domain -> workflow -> response, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexus.apikey.v1 import apikey_service_pb2 as pb
+from nexus_server.apikeys import messages, rules, verification, workflows
+from nexus_server.apikeys.verifier import KeyVerifier
+from nexus_server.app.context import AppContext
+from nexus_server.auth.principal import TenantStatus
+from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.interceptors.call import Call, current_call
+from nexus_server.ratelimit.limiter import Limiter
+from nexus_server.ratelimit.limits import LimitState
+
+
+class ApiKeyService:
+    def __init__(self, ctx: AppContext, verifier: KeyVerifier, limiter: Limiter):
+        self.ctx = ctx
+        self.db = ctx.db
+        self.verifier = verifier
+        self.limiter = limiter
+
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Any) -> pb.CreateApiKeyResponse:
+        if not request.HasField("api_key"):
+            raise InvalidArgument(FieldViolation("api_key", "is required"))
+        call, key = current_call(), request.api_key
+        expire = (
+            messages.to_datetime(key.expire_time, "api_key.expire_time")
+            if key.HasField("expire_time")
+            else None
+        )
+        async with self.db.unit_of_work() as uow:
+            row, full_key = await workflows.issue_key(
+                uow,
+                tenant_id=call.tenant_id,
+                name=key.name,
+                scopes=list(key.scopes),
+                # An unknown or unset environment becomes "", which issue_key refuses along
+                # with any other bad field.
+                environment=messages.ENVIRONMENT_NAMES.get(key.environment, ""),
+                rate_limit_per_minute=key.rate_limit_per_minute,
+                expire_time=expire,
+                created_by=call.principal.user_id,
+            )
+        return pb.CreateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
+
+    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Any) -> pb.ListApiKeysResponse:
+        query = workflows.ListQuery(
+            tenant_id=current_call().tenant_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            environment=messages.environment_of(request.environment, "environment", allow_unspecified=True),
+            state=messages.state_of(request.state),
+            show_revoked=request.show_revoked,
+        )
+        async with self.db.unit_of_work(readonly=True) as uow:
+            rows, token = await workflows.list_keys(uow, query)
+        now = self.db.clock.now()
+        return pb.ListApiKeysResponse(
+            api_keys=[messages.api_key(r, now) for r in rows], next_page_token=token
+        )
+
+    async def GetApiKey(self, request: pb.GetApiKeyRequest, context: Any) -> Any:
+        async with self.db.unit_of_work(readonly=True) as uow:
+            row = await workflows.get_key(uow, current_call().tenant_id, request.id)
+        return messages.api_key(row, self.db.clock.now())
+
+    async def UpdateApiKey(self, request: pb.UpdateApiKeyRequest, context: Any) -> Any:
+        if not request.HasField("api_key"):
+            raise InvalidArgument(FieldViolation("api_key", "is required"))
+        change = messages.key_update(request)
+        async with self.db.unit_of_work() as uow:
+            row = await workflows.update_key(
+                uow, self.ctx.revocations, current_call().tenant_id, request.api_key.id, change
+            )
+        return messages.api_key(row, self.db.clock.now())
+
+    async def RotateApiKey(self, request: pb.RotateApiKeyRequest, context: Any) -> pb.RotateApiKeyResponse:
+        grace = messages.to_timedelta(request.grace_period, "grace_period", rules.MAX_GRACE)
+        async with self.db.unit_of_work() as uow:
+            row, full_key = await workflows.rotate_key(
+                uow, self.ctx.revocations, current_call().tenant_id, request.id, grace
+            )
+        return pb.RotateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
+
+    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Any) -> Any:
+        async with self.db.unit_of_work() as uow:
+            row = await workflows.revoke_key(uow, self.ctx.revocations, current_call().tenant_id, request.id)
+        return messages.api_key(row, self.db.clock.now())
+
+    async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest, context: Any) -> pb.VerifyApiKeyResponse:
+        call = current_call()
+        answer = await verification.verify(
+            self.verifier,
+            self.limiter,
+            self._suspended,
+            caller_tenant=call.tenant_id,
+            key=request.key,
+            required_scopes=list(request.required_scopes),
+            cost=request.rate_limit_cost if request.HasField("rate_limit_cost") else 1,
+            charged=_own_key_limit(call),
+        )
+        return messages.verify_response(answer)
+
+    async def _suspended(self, tenant_id: str) -> bool:
+        call = current_call()
+        if tenant_id == call.tenant_id and call.tenant_status is not None:
+            return call.tenant_status is TenantStatus.SUSPENDED  # as this call's authentication found it
+        if self.ctx.tenants is None:
+            return False
+        return await self.ctx.tenants.status(tenant_id) is TenantStatus.SUSPENDED
+
+
+def _own_key_limit(call: Call) -> LimitState | None:
+    """The calling key's own limit as the rate-limit layer charged it for this call."""
+    decision = call.rate_limits
+    if decision is None or call.principal is None or not call.principal.key_id:
+        return None
+    for state in decision.states:
+        if state.limit.policy == "apikey":
+            return state  # type: ignore[no-any-return]
+    return None

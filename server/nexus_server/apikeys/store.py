@@ -1,0 +1,135 @@
+"""Persistence of API keys (SQLAlchemy Core; no rules here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nexus_server.apikeys.tables import api_keys
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    id: str
+    tenant_id: str
+    name: str
+    scopes: tuple[str, ...]
+    environment: str
+    rate_limit_per_minute: int
+    start: str
+    secret_hash: str
+    previous_secret_hash: str | None
+    previous_secret_expire_time: datetime | None
+    created_by: str
+    create_time: datetime
+    update_time: datetime
+    expire_time: datetime | None
+    last_used_time: datetime | None
+    revoke_time: datetime | None
+    rotate_time: datetime | None
+    expired_event_time: datetime | None = None
+
+
+def _row(found: Any) -> ApiKeyRow:
+    values = dict(found)
+    values["scopes"] = tuple(values["scopes"])
+    return ApiKeyRow(**values)
+
+
+async def insert_key(session: AsyncSession, row: ApiKeyRow) -> None:
+    values = dict(row.__dict__)
+    values["scopes"] = list(row.scopes)
+    await session.execute(insert(api_keys).values(**values))
+
+
+async def get_key(
+    session: AsyncSession, key_id: str, *, tenant_id: str | None = None, for_update: bool = False
+) -> ApiKeyRow | None:
+    query = select(api_keys).where(api_keys.c.id == key_id)
+    if tenant_id is not None:
+        query = query.where(api_keys.c.tenant_id == tenant_id)
+    if for_update:
+        query = query.with_for_update()
+    found = (await session.execute(query)).mappings().first()
+    return _row(found) if found else None
+
+
+async def get_keys(session: AsyncSession, key_ids: Iterable[str]) -> dict[str, ApiKeyRow]:
+    """The records of those of `key_ids` that exist, by id (one query)."""
+    found = await session.execute(select(api_keys).where(api_keys.c.id.in_(list(key_ids))))
+    return {row.id: row for row in map(_row, found.mappings())}
+
+
+async def update_key(session: AsyncSession, key_id: str, **values: Any) -> None:
+    if "scopes" in values:
+        values["scopes"] = list(values["scopes"])
+    await session.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    tenant_id: str
+    environment: str | None  # None: any
+    states: frozenset[str]  # of active, expired, revoked
+    now: datetime
+
+
+async def list_keys(
+    session: AsyncSession, where: ListFilter, *, after: tuple[datetime, str] | None, limit: int
+) -> list[ApiKeyRow]:
+    """Newest first (create_time, id descending), starting after the `after` position."""
+    c = api_keys.c
+    query = select(api_keys).where(c.tenant_id == where.tenant_id)
+    if where.environment is not None:
+        query = query.where(c.environment == where.environment)
+    not_expired = or_(c.expire_time.is_(None), c.expire_time > where.now)
+    states = []
+    if "active" in where.states:
+        states.append(and_(c.revoke_time.is_(None), not_expired))
+    if "expired" in where.states:
+        states.append(and_(c.revoke_time.is_(None), c.expire_time <= where.now))
+    if "revoked" in where.states:
+        states.append(c.revoke_time.is_not(None))
+    query = query.where(or_(*states))
+    if after is not None:
+        time, key_id = after
+        query = query.where(or_(c.create_time < time, and_(c.create_time == time, c.id < key_id)))
+    query = query.order_by(c.create_time.desc(), c.id.desc()).limit(limit)
+    return [_row(found) for found in (await session.execute(query)).mappings()]
+
+
+async def write_last_used(session: AsyncSession, uses: Iterable[tuple[str, datetime]]) -> None:
+    """One batched statement; never moves a last-used time backwards."""
+    params = [{"kid": key_id, "used": used} for key_id, used in uses]
+    if not params:
+        return
+    c = api_keys.c
+    statement = (
+        update(api_keys)
+        .where(c.id == bindparam("kid"))
+        .where(or_(c.last_used_time.is_(None), c.last_used_time < bindparam("used")))
+        .values(last_used_time=bindparam("used"))
+    )
+    await session.execute(statement, params)
+
+
+async def newly_expired(session: AsyncSession, now: datetime, limit: int) -> list[ApiKeyRow]:
+    """Keys past their expiry whose `apikey.expired` event has not been published yet."""
+    c = api_keys.c
+    query = (
+        select(api_keys)
+        .where(
+            c.expire_time <= now,
+            c.revoke_time.is_(None),
+            c.expired_event_time.is_(None),
+        )
+        .order_by(c.expire_time, c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [_row(found) for found in (await session.execute(query)).mappings()]
