@@ -1,0 +1,148 @@
+"""Project access: grants of user × project × role in a tenant, and the questions asked of
+them (CheckPermission, the access token's `projects` claim)."""
+
+from __future__ import annotations
+
+from nexus_server.auth.revocations import Revocations
+from nexus_server.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from nexus_server.db.uow import UnitOfWork
+from nexus_server.tenants import access, paging, rules, store
+from nexus_server.tenants.permissions import BY_NAME
+from nexus_server.tenants.projects import KEY, ROLE_ORDER, Project
+from nexus_server.tenants.workflows import invalidate_member
+
+
+def _project(catalog: tuple[Project, ...], key: str, field: str) -> None:
+    if not key:
+        raise InvalidArgument(FieldViolation(field, "is required"))
+    if len(key) > 63 or not KEY.fullmatch(key):
+        raise InvalidArgument(FieldViolation(field, "must be a project key such as nexus-sales"))
+    if key not in {p.key for p in catalog}:
+        raise InvalidArgument(
+            FieldViolation(field, f"{key!r} is not in the project catalog"), reason="UNKNOWN_PROJECT"
+        )
+
+
+async def grant(
+    uow: UnitOfWork,
+    revocations: Revocations,
+    catalog: tuple[Project, ...],
+    tenant_id: str,
+    user_id: str,
+    project: str,
+    role: str,
+    granted_by: str | None,
+) -> store.GrantRow:
+    violations = rules.identifier(user_id, "usr", "user_id")
+    if role not in ROLE_ORDER:
+        violations.append(FieldViolation("role", "must be PROJECT_ROLE_ADMIN, _USER or _READ_ONLY"))
+    rules.raise_if(violations)
+    _project(catalog, project, "project")
+    if await store.get_membership(uow.session, tenant_id, user_id) is None:
+        raise FailedPrecondition(
+            f"{user_id} is not a member of this tenant; add them with AddMember first",
+            reason="USER_NOT_MEMBER",
+            metadata={"user_id": user_id},
+        )
+    current = await store.get_grant(uow.session, tenant_id, user_id, project)
+    if current is not None and current.role == role:
+        return current
+    row = store.GrantRow(tenant_id, user_id, project, role, granted_by, uow.clock.now())
+    await store.put_grant(uow.session, row)
+    await uow.append_event(
+        "project_access.granted",
+        {
+            "user_id": user_id,
+            "project": project,
+            "role": role,
+            "previous_role": current.role if current else "",
+        },
+        tenant_id=tenant_id,
+        subject=user_id,
+    )
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+    return row
+
+
+async def revoke(
+    uow: UnitOfWork,
+    revocations: Revocations,
+    catalog: tuple[Project, ...],
+    tenant_id: str,
+    user_id: str,
+    project: str,
+) -> None:
+    rules.raise_if(rules.identifier(user_id, "usr", "user_id"))
+    if not project or len(project) > 63 or not KEY.fullmatch(project):
+        raise InvalidArgument(FieldViolation("project", "must be a project key such as nexus-sales"))
+    if not await store.delete_grant(uow.session, tenant_id, user_id, project):
+        raise NotFound(f"{user_id} holds no access to {project} in this tenant")
+    await uow.append_event(
+        "project_access.revoked",
+        {"user_id": user_id, "project": project},
+        tenant_id=tenant_id,
+        subject=user_id,
+    )
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+
+
+async def list_grants(
+    uow: UnitOfWork, tenant_id: str, page_size: int, page_token: str, user_id: str, project: str
+) -> tuple[list[store.GrantRow], str]:
+    size, violations = rules.page_size(page_size)
+    violations += rules.identifier(user_id, "usr", "user_id", required=False)
+    if project and (len(project) > 63 or not KEY.fullmatch(project)):
+        violations.append(FieldViolation("project", "must be a project key such as nexus-sales"))
+    rules.raise_if(violations)
+    filters = [tenant_id, user_id, project]
+    after = paging.decode(page_token, filters, 2)
+    rows = await store.list_grants(uow.session, tenant_id, after, size + 1, user_id=user_id, project=project)
+    token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        token = paging.encode(filters, [rows[-1].user_id, rows[-1].project])
+    return rows, token
+
+
+async def check(
+    facts: access.Facts,
+    catalog: tuple[Project, ...],
+    *,
+    tenant_id: str,
+    subject: str,
+    permission: str,
+    project: str,
+    least_role: str | None,
+) -> access.Check:
+    violations = rules.identifier(subject, "usr", "subject")
+    violations += rules.identifier(tenant_id, "ten", "tenant_id")
+    if bool(permission) == bool(project):
+        violations.append(FieldViolation("permission", "give exactly one of permission and project"))
+    if permission and least_role:
+        violations.append(FieldViolation("project_role", "must be unset with permission"))
+    if permission and (len(permission) > 128 or not permission.isascii()):
+        violations.append(
+            FieldViolation("permission", "must be a permission name such as tenants.members.write")
+        )
+    rules.raise_if(violations)
+    if permission and permission not in BY_NAME:
+        raise InvalidArgument(
+            FieldViolation("permission", f"{permission!r} is not in the permission catalog"),
+            reason="UNKNOWN_PERMISSION",
+        )
+    if project:
+        _project(catalog, project, "project")
+    return await access.check(
+        facts,
+        tenant_id=tenant_id,
+        subject=subject,
+        permission=permission,
+        project=project,
+        least_role=least_role,
+    )
+
+
+async def project_roles(uow: UnitOfWork, tenant_id: str, user_id: str) -> dict[str, str]:
+    """`{project: role}` of one member in one tenant: the access token's `projects` claim
+    (identity's ProjectGrants port)."""
+    return (await store.project_grants_of_user(uow.session, user_id)).get(tenant_id, {})

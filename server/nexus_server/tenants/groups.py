@@ -1,0 +1,211 @@
+"""Groups: named sets of a tenant's members that carry roles their members inherit."""
+
+from __future__ import annotations
+
+from nexus_server.auth.revocations import Revocations
+from nexus_server.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    PreconditionViolation,
+)
+from nexus_server.common.fieldmask import fields_to_update
+from nexus_server.common.ids import new_id
+from nexus_server.db.uow import UnitOfWork
+from nexus_server.tenants import paging, rules, store
+from nexus_server.tenants.actor import Actor, require_known_roles, require_may_hand_out
+from nexus_server.tenants.directory import MEMBERSHIP
+from nexus_server.tenants.permissions import OWNER
+from nexus_server.tenants.workflows import invalidate_member
+
+UPDATABLE = ("name", "description", "roles")
+MAX_MEMBERS = 1000
+
+
+def _roles(values: list[str], field: str) -> tuple[list[str], list[FieldViolation]]:
+    roles, violations = rules.role_names(values, field, minimum=0)
+    if OWNER in roles:
+        violations.append(FieldViolation(field, "a group cannot carry the owner role"))
+    return roles, violations
+
+
+async def _invalidate_all(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
+    await revocations.revoke(uow, MEMBERSHIP, f"{tenant_id}/*", until=uow.clock.now())
+
+
+async def _get(uow: UnitOfWork, tenant_id: str, group_id: str, field: str = "group_id") -> store.GroupRow:
+    rules.raise_if(rules.identifier(group_id, "grp", field))
+    row = await store.get_group(uow.session, tenant_id, group_id)
+    if row is None:
+        raise NotFound(f"group {group_id} does not exist")
+    return row
+
+
+async def create_group(
+    uow: UnitOfWork, actor: Actor, tenant_id: str, name: str, description: str, roles: list[str]
+) -> store.GroupRow:
+    name, violations = rules.text_name(name, "group.name", limit=64)
+    description, more = rules.description(description, "group.description")
+    roles, even_more = _roles(roles, "group.roles")
+    rules.raise_if(violations + more + even_more)
+    await require_known_roles(uow.session, tenant_id, roles, "group.roles")
+    await require_may_hand_out(uow.session, tenant_id, actor, roles)
+    if await store.group_name_taken(uow.session, tenant_id, name):
+        raise AlreadyExists(f"the tenant already has a group named {name!r}")
+    now = uow.clock.now()
+    row = store.GroupRow(
+        new_id("grp", now_ms=int(now.timestamp() * 1000)),
+        tenant_id,
+        name,
+        description,
+        tuple(roles),
+        now,
+        now,
+    )
+    try:
+        await store.insert_group(uow.session, row)
+    except store.Conflict:
+        raise AlreadyExists(f"the tenant already has a group named {name!r}") from None
+    await uow.append_event(
+        "group.created",
+        {"group_id": row.id, "name": name, "roles": roles},
+        tenant_id=tenant_id,
+        subject=row.id,
+    )
+    return row
+
+
+async def update_group(
+    uow: UnitOfWork,
+    revocations: Revocations,
+    actor: Actor,
+    tenant_id: str,
+    group_id: str,
+    given: dict[str, object],
+    paths: list[str],
+) -> store.GroupRow:
+    fields = fields_to_update(paths, UPDATABLE, given)
+    values: dict[str, object] = {}
+    violations: list[FieldViolation] = []
+    if "name" in fields:
+        values["name"], more = rules.text_name(str(given["name"]), "group.name", limit=64)
+        violations += more
+    if "description" in fields:
+        values["description"], more = rules.description(str(given["description"]), "group.description")
+        violations += more
+    roles: list[str] = []
+    if "roles" in fields:
+        raw = given["roles"]
+        assert isinstance(raw, list)
+        roles, more = _roles(raw, "group.roles")
+        values["roles"] = tuple(roles)
+        violations += more
+    row = await _get(uow, tenant_id, group_id, "group.id")
+    rules.raise_if(violations)
+    if "roles" in values:
+        await require_known_roles(uow.session, tenant_id, roles, "group.roles")
+        await require_may_hand_out(uow.session, tenant_id, actor, set(roles) - set(row.roles))
+    values = {k: v for k, v in values.items() if getattr(row, k) != v}
+    if not values:
+        return row
+    if "name" in values and await store.group_name_taken(
+        uow.session, tenant_id, str(values["name"]), except_id=group_id
+    ):
+        raise AlreadyExists("the tenant already has a group of that name")
+    values["update_time"] = uow.clock.now()
+    try:
+        await store.update_group(uow.session, group_id, values)
+    except store.Conflict:
+        raise AlreadyExists("the tenant already has a group of that name") from None
+    found = await _get(uow, tenant_id, group_id)
+    await uow.append_event(
+        "group.updated",
+        {"group_id": group_id, "name": found.name, "roles": list(found.roles)},
+        tenant_id=tenant_id,
+        subject=group_id,
+    )
+    if "roles" in values:
+        await _invalidate_all(uow, revocations, tenant_id)
+    return found
+
+
+async def add_group_member(
+    uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str, user_id: str
+) -> store.GroupRow:
+    violations = rules.identifier(user_id, "usr", "user_id")
+    violations += rules.identifier(group_id, "grp", "group_id")
+    rules.raise_if(violations)
+    group = await _get(uow, tenant_id, group_id)
+    if user_id in group.member_user_ids:
+        return group
+    if await store.get_membership(uow.session, tenant_id, user_id) is None:
+        raise FailedPrecondition(
+            f"{user_id} is not a member of this tenant; add them with AddMember first",
+            reason="USER_NOT_MEMBER",
+            metadata={"user_id": user_id},
+        )
+    if len(group.member_user_ids) >= MAX_MEMBERS:
+        raise FailedPrecondition(
+            f"group {group_id} already has {MAX_MEMBERS} members",
+            reason="GROUP_FULL",
+            violations=[PreconditionViolation("GROUP_FULL", f"groups/{group_id}", "the group is full")],
+        )
+    await require_may_hand_out(uow.session, tenant_id, actor, group.roles)
+    now = uow.clock.now()
+    await store.add_group_member(uow.session, group, user_id, now)
+    await store.update_group(uow.session, group_id, {"update_time": now})
+    await uow.append_event(
+        "group.member_added",
+        {"group_id": group_id, "user_id": user_id},
+        tenant_id=tenant_id,
+        subject=group_id,
+    )
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+    return await _get(uow, tenant_id, group_id)
+
+
+async def remove_group_member(
+    uow: UnitOfWork, revocations: Revocations, tenant_id: str, group_id: str, user_id: str
+) -> store.GroupRow:
+    violations = rules.identifier(user_id, "usr", "user_id")
+    violations += rules.identifier(group_id, "grp", "group_id")
+    rules.raise_if(violations)
+    group = await _get(uow, tenant_id, group_id)
+    if user_id not in group.member_user_ids:
+        return group
+    await store.remove_group_member(uow.session, group_id, user_id)
+    await store.update_group(uow.session, group_id, {"update_time": uow.clock.now()})
+    await uow.append_event(
+        "group.member_removed",
+        {"group_id": group_id, "user_id": user_id},
+        tenant_id=tenant_id,
+        subject=group_id,
+    )
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+    return await _get(uow, tenant_id, group_id)
+
+
+async def delete_group(uow: UnitOfWork, revocations: Revocations, tenant_id: str, group_id: str) -> None:
+    group = await _get(uow, tenant_id, group_id)
+    await store.delete_group(uow.session, group_id)
+    await uow.append_event(
+        "group.deleted", {"group_id": group_id, "name": group.name}, tenant_id=tenant_id, subject=group_id
+    )
+    await _invalidate_all(uow, revocations, tenant_id)
+
+
+async def list_groups(
+    uow: UnitOfWork, tenant_id: str, page_size: int, page_token: str, user_id: str
+) -> tuple[list[store.GroupRow], str]:
+    size, violations = rules.page_size(page_size)
+    violations += rules.identifier(user_id, "usr", "user_id", required=False)
+    rules.raise_if(violations)
+    filters = [tenant_id, user_id]
+    after = paging.decode(page_token, filters, 2, times=(0,))
+    rows = await store.list_groups(uow.session, tenant_id, after, size + 1, user_id=user_id)
+    token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        token = paging.encode(filters, [rows[-1].create_time.isoformat(), rows[-1].id])
+    return rows, token

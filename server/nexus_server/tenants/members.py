@@ -1,0 +1,278 @@
+"""Members: add (or invite), change roles, remove, leave, and the member view.
+
+The last-owner rule is checked under the tenant's row lock, so two owners demoting each
+other at once cannot leave a tenant without an owner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from nexus_server.auth.revocations import Revocations
+from nexus_server.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
+from nexus_server.db.uow import UnitOfWork
+from nexus_server.tenants import access, paging, rules, store
+from nexus_server.tenants.actor import Actor, require_known_roles, require_may_hand_out
+from nexus_server.tenants.permissions import MEMBER, OWNER
+from nexus_server.tenants.workflows import invalidate_member
+
+
+@dataclass(frozen=True)
+class MemberView:
+    """A membership as the contract shows it: direct and inherited roles, groups, person."""
+
+    row: store.MembershipRow
+    standing: access.Standing
+    email: str
+    display_name: str
+
+
+async def view(uow: UnitOfWork, row: store.MembershipRow) -> MemberView:
+    held = await access.standing(uow.session, row.tenant_id, row.user_id, row.roles)
+    user = await store.user_by_id(uow.session, row.user_id)
+    return MemberView(row, held, user.email if user else "", user.display_name if user else "")
+
+
+async def _views(uow: UnitOfWork, rows: list[store.MembershipRow]) -> list[MemberView]:
+    people = await store.users_by_id(uow.session, [r.user_id for r in rows])
+    views = []
+    for row in rows:
+        held = await access.standing(uow.session, row.tenant_id, row.user_id, row.roles)
+        user = people.get(row.user_id)
+        views.append(MemberView(row, held, user.email if user else "", user.display_name if user else ""))
+    return views
+
+
+async def _last_owner_guard(uow: UnitOfWork, tenant_id: str, user_id: str) -> None:
+    if await store.count_owners(uow.session, tenant_id) <= 1:
+        raise FailedPrecondition(
+            "the tenant would be left without an owner; make another member an owner first",
+            reason="LAST_OWNER",
+            violations=[PreconditionViolation("LAST_OWNER", f"users/{user_id}", "the only owner")],
+        )
+
+
+async def _lock_tenant(uow: UnitOfWork, tenant_id: str) -> store.TenantRow:
+    row = await store.get_tenant(uow.session, tenant_id, lock=True)
+    if row is None or row.status == "deleted":
+        raise NotFound(f"tenant {tenant_id} does not exist")
+    return row
+
+
+async def add_member_now(
+    uow: UnitOfWork,
+    revocations: Revocations,
+    tenant_id: str,
+    user_id: str,
+    roles: list[str],
+    added_by: str | None,
+) -> MemberView:
+    if await store.get_membership(uow.session, tenant_id, user_id) is not None:
+        raise AlreadyExists(
+            f"{user_id} is already a member; change their roles with UpdateMember",
+            reason="ALREADY_MEMBER",
+            metadata={"user_id": user_id},
+        )
+    await store.upsert_membership(uow.session, tenant_id, user_id, roles, uow.clock.now(), added_by=added_by)
+    await uow.append_event(
+        "member.added",
+        {"user_id": user_id, "roles": roles, "added_by": added_by or ""},
+        tenant_id=tenant_id,
+        subject=user_id,
+    )
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+    row = await store.get_membership(uow.session, tenant_id, user_id)
+    assert row is not None
+    return await view(uow, row)
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    tenant_id: str
+    email: str = ""
+    user_id: str = ""
+    roles: tuple[str, ...] = ()
+    invitation_ttl: timedelta | None = None
+    post: Any = None  # invitations.Post: how an invitation is mailed
+
+
+async def add_member(
+    uow: UnitOfWork, revocations: Revocations, actor: Actor, request: AddRequest
+) -> tuple[MemberView | None, object | None]:
+    """(member, None) when the person has an account; (None, invitation) otherwise."""
+    from nexus_server.tenants import invitations
+
+    violations = rules.identifier(request.tenant_id, "ten", "tenant_id")
+    email = ""
+    if request.user_id:
+        violations += rules.identifier(request.user_id, "usr", "user_id")
+    elif request.email:
+        email, more = rules.email(request.email, "email")
+        violations += more
+    else:
+        violations.append(FieldViolation("invitee", "give email or user_id"))
+    roles, more = rules.role_names(list(request.roles), "roles", minimum=0)
+    violations += more
+    ttl = request.invitation_ttl
+    if ttl is not None and ttl and not timedelta(hours=1) <= ttl <= timedelta(days=30):
+        violations.append(FieldViolation("invitation_ttl", "must be from 1 hour to 30 days"))
+    rules.raise_if(violations)
+    roles = roles or [MEMBER]
+    await _lock_tenant(uow, request.tenant_id)
+    await require_known_roles(uow.session, request.tenant_id, roles, "roles")
+    await require_may_hand_out(uow.session, request.tenant_id, actor, roles)
+    if request.user_id:
+        user = await store.user_by_id(uow.session, request.user_id)
+        if user is None:
+            raise NotFound(f"no account has the id {request.user_id}")
+        return await add_member_now(
+            uow, revocations, request.tenant_id, user.id, roles, actor.user_id or None
+        ), None
+    user = await store.user_by_email(uow.session, email)
+    if user is not None:
+        return await add_member_now(
+            uow, revocations, request.tenant_id, user.id, roles, actor.user_id or None
+        ), None
+    invitation = await invitations.invite(
+        uow,
+        request.post or invitations.Post(),
+        request.tenant_id,
+        email,
+        roles,
+        actor.user_id or None,
+        ttl or invitations.DEFAULT_TTL,
+    )
+    return None, invitation
+
+
+async def update_member(
+    uow: UnitOfWork,
+    revocations: Revocations,
+    actor: Actor,
+    tenant_id: str,
+    user_id: str,
+    roles: list[str],
+    paths: list[str],
+) -> MemberView:
+    bad = [p for p in paths if p not in ("roles", "*")]
+    if bad:
+        raise InvalidArgument(
+            [FieldViolation("update_mask", f"{p!r} cannot be updated; only roles") for p in bad[:10]],
+            reason="UPDATE_MASK_INVALID",
+        )
+    violations = rules.identifier(tenant_id, "ten", "tenant_id")
+    violations += rules.identifier(user_id, "usr", "member.user_id")
+    roles, more = rules.role_names(roles, "member.roles", minimum=1)
+    rules.raise_if(violations + more)
+    await _lock_tenant(uow, tenant_id)
+    current = await store.get_membership(uow.session, tenant_id, user_id)
+    if current is None:
+        raise NotFound(f"{user_id} is not a member of this tenant")
+    await require_known_roles(uow.session, tenant_id, roles, "member.roles")
+    was_owner, is_owner = OWNER in current.roles, OWNER in roles
+    added = [r for r in roles if r not in current.roles]
+    await require_may_hand_out(uow.session, tenant_id, actor, added, touches_owner=was_owner != is_owner)
+    if was_owner and not is_owner:
+        await _last_owner_guard(uow, tenant_id, user_id)
+    if list(current.roles) != roles:
+        await store.upsert_membership(uow.session, tenant_id, user_id, roles, uow.clock.now())
+        await uow.append_event(
+            "member.updated",
+            {"user_id": user_id, "roles": roles, "previous_roles": list(current.roles)},
+            tenant_id=tenant_id,
+            subject=user_id,
+        )
+        await invalidate_member(uow, revocations, tenant_id, user_id)
+    row = await store.get_membership(uow.session, tenant_id, user_id)
+    assert row is not None
+    return await view(uow, row)
+
+
+async def remove_member(
+    uow: UnitOfWork,
+    revocations: Revocations,
+    actor: Actor,
+    tenant_id: str,
+    user_id: str,
+    *,
+    leaving: bool = False,
+) -> None:
+    violations = rules.identifier(tenant_id, "ten", "tenant_id")
+    if not leaving:
+        violations += rules.identifier(user_id, "usr", "user_id")
+    rules.raise_if(violations)
+    await _lock_tenant(uow, tenant_id)
+    current = await store.get_membership(uow.session, tenant_id, user_id)
+    if current is None:
+        raise NotFound(f"{user_id} is not a member of this tenant")
+    if OWNER in current.roles:
+        if not leaving:
+            await require_may_hand_out(uow.session, tenant_id, actor, [], touches_owner=True)
+        await _last_owner_guard(uow, tenant_id, user_id)
+    await store.delete_membership(uow.session, tenant_id, user_id)
+    await uow.append_event(
+        "member.removed",
+        {"user_id": user_id, "roles": list(current.roles), "left": leaving},
+        tenant_id=tenant_id,
+        subject=user_id,
+    )
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+
+
+@dataclass(frozen=True)
+class MemberQuery:
+    tenant_id: str
+    page_size: int = 0
+    page_token: str = ""
+    role: str = ""
+    group_id: str = ""
+    query: str = ""
+
+
+async def list_members(uow: UnitOfWork, q: MemberQuery) -> tuple[list[MemberView], str]:
+    size, violations = rules.page_size(q.page_size)
+    if q.role:
+        violations += rules.role_names([q.role], "role", minimum=1)[1]
+    violations += rules.identifier(q.group_id, "grp", "group_id", required=False)
+    text, more = rules.text_name(q.query, "query", limit=100, required=False)
+    rules.raise_if(violations + more)
+    filters = [q.tenant_id, q.role, q.group_id, text]
+    after = paging.decode(q.page_token, filters, 2, times=(0,))
+    user_ids: set[str] | None = None
+    if q.group_id:
+        user_ids = set((await store.group_members_of(uow.session, [q.group_id])).get(q.group_id, ()))
+        group = await store.get_group(uow.session, q.tenant_id, q.group_id)
+        user_ids = user_ids if group is not None else set()
+    if q.role:
+        holders = await _holders(uow, q.tenant_id, q.role)
+        user_ids = holders if user_ids is None else user_ids & holders
+    rows = await store.list_members(
+        uow.session,
+        q.tenant_id,
+        after,
+        size + 1,
+        user_ids=sorted(user_ids) if user_ids is not None else None,
+        query_text=text,
+    )
+    token = ""
+    if len(rows) > size:
+        rows = rows[:size]
+        token = paging.encode(filters, [rows[-1].create_time.isoformat(), rows[-1].user_id])
+    return await _views(uow, rows), token
+
+
+async def _holders(uow: UnitOfWork, tenant_id: str, role: str) -> set[str]:
+    """Members holding `role` directly or through a group (JSON lists: filtered here)."""
+    direct = {m.user_id for m in await store.all_memberships(uow.session, tenant_id) if role in m.roles}
+    carrying = [g.id for g in await store.all_groups(uow.session, tenant_id) if role in g.roles]
+    members = await store.group_members_of(uow.session, carrying)
+    return direct | {u for users in members.values() for u in users}

@@ -1,0 +1,310 @@
+"""Tenant lifecycle workflows: create, update, delete, suspend, reactivate, read and list.
+
+Each takes a unit of work, writes its event in the same transaction, and sends an
+invalidation through the revocation feed when it changes who may act in the tenant, so
+every replica's directory forgets its cached answer within a poll interval.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+from nexus_server.auth.revocations import Revocations
+from nexus_server.common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PreconditionViolation,
+)
+from nexus_server.common.fieldmask import fields_to_update
+from nexus_server.common.ids import new_id
+from nexus_server.db.uow import UnitOfWork
+from nexus_server.tenants import paging, rules, store
+from nexus_server.tenants.actor import Actor
+from nexus_server.tenants.directory import MEMBERSHIP, TENANT
+from nexus_server.tenants.permissions import BUILT_IN_ROLES, OWNER
+
+__all__ = ["BUILT_IN_ROLES", "FREE_PLAN", "create_tenant", "set_member_roles"]
+
+FREE_PLAN = "free"
+_SLUG_CHARS = re.compile(r"^[a-z0-9-]*$")
+UPDATABLE = ("slug", "display_name", "domain")
+
+
+def _event(row: store.TenantRow) -> dict[str, object]:
+    return {
+        "tenant_id": row.id,
+        "slug": row.slug,
+        "display_name": row.display_name,
+        "domain": row.domain or "",
+        "status": row.status,
+    }
+
+
+async def invalidate_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
+    # until=now: an invalidation signal for every replica's directory, not a standing block.
+    await revocations.revoke(uow, TENANT, tenant_id, until=uow.clock.now())
+
+
+async def invalidate_member(uow: UnitOfWork, revocations: Revocations, tenant_id: str, user_id: str) -> None:
+    await revocations.revoke(uow, MEMBERSHIP, f"{tenant_id}/{user_id}", until=uow.clock.now())
+
+
+async def _require_unique(uow: UnitOfWork, slug: str | None, domain: str | None, except_id: str = "") -> None:
+    if slug and await store.slug_exists(uow.session, slug, except_id=except_id):
+        raise AlreadyExists(f"the slug {slug!r} is taken", reason="SLUG_TAKEN", metadata={"slug": slug})
+    if domain and await store.domain_exists(uow.session, domain, except_id=except_id):
+        raise AlreadyExists(
+            f"the domain {domain!r} is taken", reason="DOMAIN_TAKEN", metadata={"domain": domain}
+        )
+
+
+async def _write_or_conflict(
+    uow: UnitOfWork, slug: str | None, domain: str | None, write: Awaitable[None]
+) -> None:
+    try:
+        await write
+    except store.Conflict:
+        # A concurrent writer took the slug or domain between our check and our write.
+        await _require_unique(uow, slug, domain)
+        raise AlreadyExists("the slug or domain was just taken", reason="SLUG_TAKEN") from None
+
+
+async def create_tenant(
+    uow: UnitOfWork, *, owner_user_id: str, slug: str, display_name: str, domain: str | None = None
+) -> store.TenantRow:
+    """Create a tenant on the free plan with `owner_user_id` as its only member, an owner."""
+    slug, violations = rules.slug(slug, "tenant.slug")
+    display_name, more = rules.text_name(display_name, "tenant.display_name", limit=100)
+    violations += more
+    normal, more = rules.domain(domain or "", "tenant.domain")
+    rules.raise_if(violations + more)
+    await _require_unique(uow, slug, normal)
+    now = uow.clock.now()
+    row = store.TenantRow(
+        id=new_id("ten", now_ms=int(now.timestamp() * 1000)),
+        slug=slug,
+        display_name=display_name,
+        domain=normal or None,
+        status="active",
+        suspension_cause=None,
+        plan_id=FREE_PLAN,
+        create_time=now,
+        update_time=now,
+        delete_time=None,
+    )
+    await _write_or_conflict(uow, slug, normal, store.insert_tenant(uow.session, row))
+    await store.upsert_membership(uow.session, row.id, owner_user_id, [OWNER], now)
+    await uow.append_event(
+        "tenant.created",
+        {**_event(row), "owner_user_id": owner_user_id, "plan_id": FREE_PLAN},
+        tenant_id=row.id,
+        subject=row.id,
+    )
+    await uow.append_event(
+        "member.added", {"user_id": owner_user_id, "roles": [OWNER]}, tenant_id=row.id, subject=owner_user_id
+    )
+    return row
+
+
+async def set_member_roles(
+    uow: UnitOfWork, revocations: Revocations, tenant_id: str, user_id: str, roles: list[str]
+) -> None:
+    """Give `user_id` exactly `roles` in the tenant (creating the membership), and tell every
+    replica's directory to forget its cached answer. For tests and the operator's command:
+    no rules are checked."""
+    await store.upsert_membership(uow.session, tenant_id, user_id, roles, uow.clock.now())
+    await invalidate_member(uow, revocations, tenant_id, user_id)
+
+
+async def get_tenant(uow: UnitOfWork, tenant_id: str, *, include_deleted: bool = False) -> store.TenantRow:
+    violations = rules.identifier(tenant_id, "ten", "id")
+    rules.raise_if(violations)
+    row = await store.get_tenant(uow.session, tenant_id)
+    if row is None or (row.status == "deleted" and not include_deleted):
+        raise NotFound(f"tenant {tenant_id} does not exist")
+    return row
+
+
+async def update_tenant(
+    uow: UnitOfWork, revocations: Revocations, tenant_id: str, given: dict[str, str], paths: list[str]
+) -> store.TenantRow:
+    fields = fields_to_update(paths, UPDATABLE, given)
+    violations = rules.identifier(tenant_id, "ten", "tenant.id")
+    values: dict[str, object] = {}
+    if "slug" in fields:
+        values["slug"], more = rules.slug(given["slug"], "tenant.slug")
+        violations += more
+    if "display_name" in fields:
+        values["display_name"], more = rules.text_name(
+            given["display_name"], "tenant.display_name", limit=100
+        )
+        violations += more
+    if "domain" in fields:
+        normal, more = rules.domain(given["domain"], "tenant.domain")
+        values["domain"] = normal or None
+        violations += more
+    rules.raise_if(violations)
+    current = await get_tenant(uow, tenant_id)
+    values = {k: v for k, v in values.items() if getattr(current, k) != v}
+    if not values:
+        return current
+    slug = values.get("slug")
+    domain = values.get("domain")
+    assert slug is None or isinstance(slug, str)
+    assert domain is None or isinstance(domain, str)
+    await _require_unique(uow, slug, domain, except_id=tenant_id)
+    values["update_time"] = uow.clock.now()
+    await _write_or_conflict(uow, slug, domain, store.update_tenant(uow.session, tenant_id, values))
+    row = await get_tenant(uow, tenant_id)
+    await uow.append_event(
+        "tenant.updated",
+        {**_event(row), "changed": sorted(k for k in values if k != "update_time")},
+        tenant_id=tenant_id,
+        subject=tenant_id,
+    )
+    if "domain" in values:
+        await invalidate_tenant(uow, revocations, tenant_id)
+    return row
+
+
+async def delete_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
+    """Soft delete: status deleted, API keys revoked, pending invitations revoked."""
+    row = await get_tenant(uow, tenant_id)
+    now = uow.clock.now()
+    await store.set_status(uow.session, tenant_id, "deleted", now)
+    from nexus_server.apikeys.workflows import revoke_tenant_keys
+
+    revoked = await revoke_tenant_keys(uow, revocations, tenant_id)
+    for invitation in await store.pending_invitations_of_tenant(uow.session, tenant_id):
+        await store.update_invitation(uow.session, invitation.id, {"state": "revoked", "revoke_time": now})
+    await uow.append_event(
+        "tenant.deleted",
+        {**_event(row), "status": "deleted", "api_keys_revoked": revoked},
+        tenant_id=tenant_id,
+        subject=tenant_id,
+    )
+    await invalidate_tenant(uow, revocations, tenant_id)
+
+
+async def suspend_tenant(
+    uow: UnitOfWork, revocations: Revocations, tenant_id: str, reason: str, *, cause: str = "operator"
+) -> store.TenantRow:
+    violations = rules.identifier(tenant_id, "ten", "id")
+    reason, more = rules.text_name(reason, "reason", limit=500)
+    rules.raise_if(violations + more)
+    row = await _live(uow, tenant_id)
+    now = uow.clock.now()
+    await store.set_status(uow.session, tenant_id, "suspended", now, cause=cause, reason=reason)
+    if row.status == "suspended":
+        # Already suspended: keep when it began; only the reason and cause change.
+        await store.update_tenant(uow.session, tenant_id, {"suspend_time": row.suspend_time})
+    row = await get_tenant(uow, tenant_id)
+    await uow.append_event(
+        "tenant.suspended",
+        {**_event(row), "cause": cause, "reason": reason},
+        tenant_id=tenant_id,
+        subject=tenant_id,
+    )
+    await invalidate_tenant(uow, revocations, tenant_id)
+    return row
+
+
+async def reactivate_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> store.TenantRow:
+    rules.raise_if(rules.identifier(tenant_id, "ten", "id"))
+    row = await _live(uow, tenant_id)
+    if row.status == "active":
+        return row
+    await store.set_status(uow.session, tenant_id, "active", uow.clock.now())
+    row = await get_tenant(uow, tenant_id)
+    await uow.append_event("tenant.reactivated", _event(row), tenant_id=tenant_id, subject=tenant_id)
+    await invalidate_tenant(uow, revocations, tenant_id)
+    return row
+
+
+async def _live(uow: UnitOfWork, tenant_id: str) -> store.TenantRow:
+    row = await store.get_tenant(uow.session, tenant_id, lock=True)
+    if row is None:
+        raise NotFound(f"tenant {tenant_id} does not exist")
+    if row.status == "deleted":
+        raise FailedPrecondition(
+            f"tenant {tenant_id} is deleted",
+            reason="TENANT_DELETED",
+            violations=[PreconditionViolation("STATE", f"tenants/{tenant_id}", "the tenant is deleted")],
+        )
+    return row
+
+
+@dataclass(frozen=True)
+class TenantQuery:
+    page_size: int = 0
+    page_token: str = ""
+    all_tenants: bool = False
+    name: str = ""
+    slug: str = ""
+    domain: str = ""
+    status: str = ""  # '' active and suspended; or active | suspended | deleted
+
+
+async def list_tenants(
+    uow: UnitOfWork, actor: Actor, query: TenantQuery
+) -> tuple[list[store.TenantRow], str]:
+    size, violations = rules.page_size(query.page_size)
+    name, more = rules.text_name(query.name, "name", limit=100, required=False)
+    violations += more
+    slug = query.slug.strip().lower()
+    if len(slug) > 63 or not _SLUG_CHARS.fullmatch(slug):
+        violations.append(FieldViolation("slug", "must be at most 63 letters, digits and hyphens"))
+    domain, more = rules.domain(query.domain, "domain") if query.domain else ("", [])
+    violations += more
+    rules.raise_if(violations)
+    if (query.all_tenants or query.status == "deleted") and not actor.platform_admin:
+        raise PermissionDenied(
+            "only platform administrators list every tenant or deleted ones",
+            reason="ROLE_REQUIRED",
+            metadata={"required_role": "platform_admin"},
+        )
+    filters = [query.all_tenants, actor.user_id, name, slug, domain, query.status]
+    after = paging.decode(query.page_token, filters, 2, times=(0,))
+    where = store.TenantFilter(
+        user_id=None if query.all_tenants else actor.user_id,
+        name=name,
+        slug=slug,
+        domain=domain,
+        statuses=(query.status,) if query.status else ("active", "suspended"),
+    )
+    found = await store.list_tenants(uow.session, where, after, size + 1)
+    token = ""
+    if len(found) > size:
+        found = found[:size]
+        token = paging.encode(filters, [found[-1].create_time.isoformat(), found[-1].id])
+    return found, token
+
+
+async def resolve_tenant(
+    uow: UnitOfWork, *, domain: str = "", slug: str = "", tenant_id: str = ""
+) -> store.TenantRow:
+    if domain:
+        normal, violations = rules.domain(domain, "domain")
+        if not normal and not violations:
+            violations = [FieldViolation("domain", "must not be blank")]
+        rules.raise_if(violations)
+        row = await store.tenant_by_domain(uow.session, normal)
+    elif slug:
+        slug = slug.strip().lower()
+        if len(slug) > 63 or not _SLUG_CHARS.fullmatch(slug):
+            raise InvalidArgument(FieldViolation("slug", "must be at most 63 letters, digits and hyphens"))
+        row = await store.tenant_by_slug(uow.session, slug)
+    elif tenant_id:
+        rules.raise_if(rules.identifier(tenant_id, "ten", "id"))
+        row = await store.get_tenant(uow.session, tenant_id)
+    else:
+        raise InvalidArgument(FieldViolation("selector", "give one of domain, slug and id"))
+    if row is None or row.status == "deleted":
+        raise NotFound("no tenant matches")
+    return row
