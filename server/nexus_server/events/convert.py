@@ -1,0 +1,133 @@
+"""Proto messages to domain values and back, for EventsService."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+
+from nexus.events.v1 import event_pb2, events_service_pb2
+from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.db.uow import StoredEvent
+from nexus_server.events.envelope import Draft
+from nexus_server.events.listing import ListQuery
+from nexus_server.events.subscription import Heartbeat, Start
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+
+
+def to_datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
+    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos <= 999_999_999):
+        raise InvalidArgument(FieldViolation(field, "is not a valid timestamp (years 1 to 9999)"))
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _plain(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return {k: _plain(v) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v) for v in value.list_value.values]
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise InvalidArgument(
+                FieldViolation("data", "numbers must be finite (JSON has no NaN or Infinity)")
+            )
+        return number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None  # null_value, or no kind set
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in struct.fields.items()}
+
+
+def draft(request: events_service_pb2.PublishEventRequest) -> Draft:
+    return Draft(
+        type=request.type,
+        source=request.source,
+        subject=request.subject,
+        time=to_datetime(request.time, "time") if request.HasField("time") else None,
+        data=struct_to_dict(request.data),
+        idempotency_key=request.idempotency_key,
+    )
+
+
+def event(stored: StoredEvent) -> event_pb2.Event:
+    message = event_pb2.Event(
+        id=stored.id,
+        tenant_id=stored.tenant_id,
+        sequence=stored.sequence,
+        source=stored.source,
+        type=stored.type,
+        subject=stored.subject,
+        time=_timestamp(stored.time),
+        idempotency_key=stored.idempotency_key or "",
+        create_time=_timestamp(stored.create_time),
+        publisher_api_key_id=stored.publisher_api_key_id,
+    )
+    message.data.update(stored.data)
+    return message
+
+
+def subscribe_event(stored: StoredEvent) -> tuple[bytes, int]:
+    """The stream message for an event, serialized once and sent as these bytes to every
+    subscriber (the streams' serializer passes bytes through: app/handlers.py)."""
+    data = events_service_pb2.SubscribeResponse(event=event(stored)).SerializeToString()
+    return data, len(data)
+
+
+def heartbeat(beat: Heartbeat) -> events_service_pb2.SubscribeResponse:
+    return events_service_pb2.SubscribeResponse(
+        heartbeat=events_service_pb2.Heartbeat(
+            head_sequence=beat.head_sequence,
+            cursor_sequence=beat.cursor_sequence,
+            lag=beat.lag,
+            server_time=_timestamp(beat.server_time),
+        )
+    )
+
+
+def start(request: events_service_pb2.SubscribeRequest) -> Start:
+    which = request.WhichOneof("start")
+    if which == "after_sequence":
+        if request.after_sequence < 0:
+            raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+        return Start(after_sequence=request.after_sequence)
+    if which == "since":
+        return Start(since=to_datetime(request.since, "since"))
+    return Start()
+
+
+def heartbeat_request(request: events_service_pb2.SubscribeRequest) -> float:
+    interval = request.heartbeat_interval
+    return float(interval.seconds) + interval.nanos / 1e9
+
+
+def list_query(request: events_service_pb2.ListEventsRequest) -> ListQuery:
+    return ListQuery(
+        types=list(request.types),
+        sources=list(request.sources),
+        subject=request.subject,
+        start_time=to_datetime(request.start_time, "start_time") if request.HasField("start_time") else None,
+        end_time=to_datetime(request.end_time, "end_time") if request.HasField("end_time") else None,
+        min_sequence=request.min_sequence,
+        max_sequence=request.max_sequence,
+        order_by=request.order_by,
+        page_size=request.page_size,
+        page_token=request.page_token,
+    )

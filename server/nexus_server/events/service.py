@@ -1,0 +1,99 @@
+"""EventsService: proto <-> domain for the log's RPCs (webhooks come in a later issue)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from nexus.events.v1 import event_pb2, events_service_pb2
+from nexus_server.app.context import AppContext
+from nexus_server.common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from nexus_server.events import convert, listing, subscription, workflows
+from nexus_server.events.filters import build_filter
+from nexus_server.events.hub import Entry, Hub
+from nexus_server.interceptors.auth import KEY_PREFIX, credential
+from nexus_server.interceptors.call import Call, current_call
+
+# How often a long-lived stream re-verifies the credential it was opened with (revocation);
+# expiry is checked at every heartbeat.
+_REVERIFY_SECONDS = 30.0
+
+
+class EventsServicer:
+    def __init__(self, ctx: AppContext, hub: Hub):
+        self.ctx = ctx
+        self.db = ctx.db
+        self.hub = hub
+
+    async def PublishEvent(
+        self, request: events_service_pb2.PublishEventRequest, context: Any
+    ) -> event_pb2.Event:
+        call = current_call()
+        draft = convert.draft(request)
+        async with self.db.unit_of_work() as uow:
+            stored = await workflows.publish(
+                uow, tenant_id=call.tenant_id, publisher_key_id=call.principal.key_id, draft=draft
+            )
+        return convert.event(stored)
+
+    async def Subscribe(
+        self, request: events_service_pb2.SubscribeRequest, context: Any
+    ) -> AsyncIterator[events_service_pb2.SubscribeResponse | bytes]:
+        call = current_call()
+        violations: list[FieldViolation] = []
+        flt = build_filter(request.types, request.sources, violations)
+        if violations:
+            raise InvalidArgument(violations)
+        stream = subscription.subscribe(
+            self.hub,
+            self.ctx.clock,
+            tenant_id=call.tenant_id,
+            flt=flt,
+            start=convert.start(request),
+            heartbeat=subscription.heartbeat_seconds(convert.heartbeat_request(request)),
+            still_allowed=self._still_allowed(call),
+        )
+        async for item in stream:
+            # An event's message is bytes serialized once for every subscriber (hub.Entry).
+            yield item.message if isinstance(item, Entry) else convert.heartbeat(item)
+
+    async def ListEvents(
+        self, request: events_service_pb2.ListEventsRequest, context: Any
+    ) -> events_service_pb2.ListEventsResponse:
+        call = current_call()
+        query = convert.list_query(request)
+        async with self.db.unit_of_work(readonly=True) as uow:
+            page = await listing.list_events(uow, tenant_id=call.tenant_id, query=query)
+        return events_service_pb2.ListEventsResponse(
+            events=[convert.event(e) for e in page.events], next_page_token=page.next_page_token
+        )
+
+    async def GetEvent(self, request: events_service_pb2.GetEventRequest, context: Any) -> event_pb2.Event:
+        call = current_call()
+        async with self.db.unit_of_work(readonly=True) as uow:
+            stored = await workflows.get_event(uow, tenant_id=call.tenant_id, event_id=request.id)
+        return convert.event(stored)
+
+    def _still_allowed(self, call: Call) -> Callable[[], Awaitable[None]]:
+        """A check the stream runs at each heartbeat: its credential must not have expired,
+        and is verified again (revocation) every little while."""
+        principal = call.principal
+        token = credential(call.metadata)
+        last = time.monotonic()
+
+        async def check() -> None:
+            nonlocal last
+            expires = getattr(principal, "expires_at", None)
+            if expires is not None and expires <= self.ctx.clock.now():
+                raise Unauthenticated("the credentials this stream was opened with have expired")
+            if time.monotonic() - last < _REVERIFY_SECONDS or not token:
+                return
+            last = time.monotonic()
+            if token.startswith(KEY_PREFIX):
+                if self.ctx.keys is not None:
+                    await self.ctx.keys.verify_api_key(token)
+            elif self.ctx.tokens is not None:
+                await self.ctx.tokens.verify_access_token(token)
+
+        return check

@@ -1,0 +1,164 @@
+"""One subscription: replay from the log, then follow the tenant's tailer, with heartbeats.
+
+The switch from replay to live is exact because both sides count in sequences: a
+subscriber reads the log (after `through`, up to the tailer's `position`, which is known
+committed) until `through` reaches `position`, then attaches to the tailer in the same
+step of the event loop (no await between the check and the attach), and from then on
+takes only sequences above `through`. The same path serves a subscriber detached for
+overflowing its buffer, so falling behind never drops an event and never grows memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from nexus_server.common.clock import Clock
+from nexus_server.common.errors import OutOfRange
+from nexus_server.events import store
+from nexus_server.events.filters import Filter
+from nexus_server.events.hub import Entry, Hub, Subscriber, Tailer
+
+DEFAULT_HEARTBEAT = 5.0
+MIN_HEARTBEAT = 1.0
+MAX_HEARTBEAT = 60.0
+_REPLAY_BATCH = 256
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a stream starts: after a sequence, at a time, or (both None) from now."""
+
+    after_sequence: int | None = None
+    since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    head_sequence: int
+    cursor_sequence: int
+    lag: int
+    server_time: datetime
+
+
+def heartbeat_seconds(requested: float) -> float:
+    """The interval to use for a requested one: 0 means the default, others are clamped."""
+    if requested == 0:
+        return DEFAULT_HEARTBEAT
+    return min(MAX_HEARTBEAT, max(MIN_HEARTBEAT, requested))
+
+
+async def subscribe(
+    hub: Hub,
+    clock: Clock,
+    *,
+    tenant_id: str,
+    flt: Filter,
+    start: Start,
+    heartbeat: float,
+    still_allowed: Callable[[], Awaitable[None]] | None = None,
+) -> AsyncIterator[Entry | Heartbeat]:
+    """The stream's messages: a heartbeat at once, then events and periodic heartbeats.
+    `still_allowed` raises (e.g. Unauthenticated) when the stream must end."""
+    since: datetime | None = None
+    # A tenant already followed here has a known committed head: the tailer's position.
+    # Starting from it costs no read (a reconnect storm of thousands of subscribers is
+    # thousands of reads otherwise), and the first heartbeat reports it, so "from now"
+    # still means "after the head the stream reported".
+    known = hub.position(tenant_id)
+    if known is not None and start.since is None and (start.after_sequence or 0) <= known:
+        head = known
+        through = known if start.after_sequence is None else start.after_sequence
+    else:
+        head, through, since = await _start(hub, tenant_id, start)
+    subscriber = Subscriber(
+        tenant_id,
+        flt,
+        through=through,
+        since=since,
+        max_events=hub.max_events,
+        max_bytes=hub.max_bytes,
+    )
+    tailer = hub.open(subscriber, head)
+    loop = asyncio.get_running_loop()
+    beat: asyncio.TimerHandle | None = None
+    try:
+        yield _heartbeat(max(head, tailer.position), subscriber, clock)
+        # One timer per interval rings the subscriber (not a timeout per wait: the fan-out
+        # wakes every stream for every event, and a timer each time costs as much as the send).
+        beat = loop.call_later(heartbeat, subscriber.ring)
+        while True:
+            if subscriber.beat_due:
+                subscriber.beat_due = False
+                if still_allowed is not None:
+                    await still_allowed()
+                yield _heartbeat(tailer.position, subscriber, clock)
+                beat = loop.call_later(heartbeat, subscriber.ring)
+            elif subscriber.buffer:
+                yield subscriber.take()
+            elif not subscriber.live:
+                if subscriber.through >= tailer.position:
+                    tailer.attach(subscriber)
+                else:
+                    await _read_log(hub, tailer, subscriber)
+            else:
+                await subscriber.wait()
+    finally:
+        if beat is not None:
+            beat.cancel()
+        hub.close(subscriber)
+
+
+async def _start(hub: Hub, tenant_id: str, start: Start) -> tuple[int, int, datetime | None]:
+    """(head, through, since) for a stream, from the log: its head, the sequence the stream
+    starts after, and a `since` not reached yet."""
+    async with hub.db.unit_of_work(readonly=True) as uow:
+        head = await store.head(uow.session, tenant_id)
+        if start.after_sequence is not None:
+            if start.after_sequence > head:
+                raise OutOfRange(
+                    f"after_sequence {start.after_sequence} is beyond this tenant's head {head}",
+                    reason="SEQUENCE_BEYOND_HEAD",
+                    metadata={"head_sequence": str(head)},
+                )
+            return head, start.after_sequence, None
+        if start.since is not None:
+            first = await store.first_sequence_since(uow.session, tenant_id, after=0, since=start.since)
+            if first is None:
+                return head, head, start.since
+            return head, first - 1, None
+        return head, head, None
+
+
+def _heartbeat(head: int, subscriber: Subscriber, clock: Clock) -> Heartbeat:
+    cursor = subscriber.cursor
+    head = max(head, cursor)
+    return Heartbeat(head, cursor, head - cursor, clock.now())
+
+
+async def _read_log(hub: Hub, tailer: Tailer, subscriber: Subscriber) -> None:
+    """Fill the subscriber's buffer from the log, after `through` and up to the tailer."""
+    upto = tailer.position
+    batch = min(_REPLAY_BATCH, subscriber.max_events)
+    async with hub.db.unit_of_work(readonly=True) as uow:
+        if subscriber.since is not None:
+            first = await store.first_sequence_since(
+                uow.session, subscriber.tenant_id, after=subscriber.through, since=subscriber.since
+            )
+            if first is None or first > upto:
+                subscriber.through = upto
+                return
+            subscriber.through, subscriber.since = first - 1, None
+        rows = await store.read(
+            uow.session,
+            subscriber.tenant_id,
+            after=subscriber.through,
+            upto=upto,
+            flt=subscriber.filter,
+            limit=batch,
+        )
+    for row in rows:
+        subscriber.push(Entry(row, hub.render))
+    subscriber.through = rows[-1].sequence if len(rows) == batch else upto

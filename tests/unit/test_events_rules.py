@@ -1,0 +1,124 @@
+"""Event rules without a server: type patterns, envelope limits, page tokens, buffers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
+from nexus_server.db.uow import StoredEvent
+from nexus_server.events import envelope, listing
+from nexus_server.events.envelope import Draft
+from nexus_server.events.filters import Filter, build_filter
+from nexus_server.events.hub import Entry, Subscriber
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+segment = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+
+
+def _filter(types: list[str], sources: list[str] = []) -> Filter:  # noqa: B006
+    problems: list[FieldViolation] = []
+    flt = build_filter(types, sources, problems)
+    assert problems == []
+    return flt
+
+
+@pytest.mark.parametrize(
+    ("pattern", "type", "matches"),
+    [
+        ("deal.*", "deal.won", True),
+        ("deal.*", "deal.stage.changed", True),
+        ("deal.*", "deal", False),
+        ("deal.*", "dealer.won", False),
+        ("deal_x.*", "dealyx.won", False),
+        ("deal.won", "deal.won", True),
+        ("deal.won", "deal.won.big", False),
+        ("*", "any.thing", True),
+    ],
+)
+def test_type_patterns_match_whole_segments(pattern: str, type: str, matches: bool) -> None:
+    assert _filter([pattern]).matches(type, "crm") is matches
+
+
+@given(st.lists(segment, min_size=2, max_size=4), st.integers(1, 3))
+def test_a_prefix_pattern_matches_every_type_below_it(segments: list[str], keep: int) -> None:
+    keep = min(keep, len(segments) - 1)
+    assert _filter([".".join(segments[:keep]) + ".*"]).matches(".".join(segments), "s")
+
+
+def test_sources_must_also_match() -> None:
+    flt = _filter(["deal.*"], ["crm"])
+    assert (flt.matches("deal.won", "crm"), flt.matches("deal.won", "erp")) == (True, False)
+
+
+@pytest.mark.parametrize("pattern", ["Deal.*", "deal.", "deal.**", "*.won", "deal", ".*", "x" * 129])
+def test_malformed_patterns_are_named(pattern: str) -> None:
+    problems: list[FieldViolation] = []
+    build_filter([pattern], [], problems)
+    assert [p.field for p in problems] == ["types[0]"]
+
+
+def test_more_than_twenty_patterns_are_refused() -> None:
+    problems: list[FieldViolation] = []
+    build_filter(["a.b"] * 21, [], problems)
+    assert "types" in {p.field for p in problems}
+
+
+def test_data_is_limited_to_64_kib_of_compact_json() -> None:
+    envelope.check(Draft("a.b", "s", data={"x": "y" * 65_000}), NOW)
+    with pytest.raises(InvalidArgument) as caught:
+        envelope.check(Draft("a.b", "s", data={"x": "y" * 65_536}), NOW)
+    assert caught.value.reason == "EVENT_DATA_TOO_LARGE"
+
+
+def test_data_may_nest_32_levels_and_no_deeper() -> None:
+    def nested(levels: int) -> dict[str, object]:
+        value: dict[str, object] = {}
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return value
+
+    envelope.check(Draft("a.b", "s", data=nested(32)), NOW)
+    with pytest.raises(InvalidArgument):
+        envelope.check(Draft("a.b", "s", data=nested(33)), NOW)
+
+
+def test_time_may_lead_the_clock_by_five_minutes_only() -> None:
+    envelope.check(Draft("a.b", "s", time=NOW + timedelta(minutes=5)), NOW)
+    with pytest.raises(InvalidArgument):
+        envelope.check(Draft("a.b", "s", time=NOW + timedelta(minutes=5, seconds=1)), NOW)
+
+
+def test_reserved_sources_are_permission_denied_after_format_checks() -> None:
+    with pytest.raises(PermissionDenied):
+        envelope.check(Draft("a.b", "nexus/x"), NOW)
+    with pytest.raises(InvalidArgument):
+        envelope.check(Draft("Bad", "nexus"), NOW)
+
+
+@given(st.integers(0, 2**62))
+def test_a_page_token_round_trips_only_for_its_query(last: int) -> None:
+    token = listing.encode_token("abc", last)
+    assert listing.decode_token(token, "abc") == last
+    with pytest.raises(InvalidArgument):
+        listing.decode_token(token, "abd")
+
+
+def _event(sequence: int, type: str = "a.b") -> StoredEvent:
+    return StoredEvent(f"evt_{sequence}", "ten_x", sequence, type, "s", "", NOW, {}, None, NOW)
+
+
+def test_a_full_buffer_refuses_more_and_keeps_its_place() -> None:
+    subscriber = Subscriber("ten_x", Filter(), through=0, since=None, max_events=3, max_bytes=10**6)
+    entries = [Entry(_event(n), lambda e: (e, 10)) for n in range(1, 6)]
+    assert subscriber.offer(entries) is False
+    assert ([e.sequence for e in subscriber.buffer], subscriber.through) == ([1, 2, 3], 3)
+
+
+def test_filtered_out_events_advance_the_cursor() -> None:
+    subscriber = Subscriber("ten_x", _filter(["x.y"]), through=0, since=None, max_events=3, max_bytes=10**6)
+    assert subscriber.offer([Entry(_event(n), lambda e: (e, 10)) for n in range(1, 10)]) is True
+    assert (subscriber.cursor, len(subscriber.buffer)) == (9, 0)
