@@ -1,0 +1,55 @@
+"""Process plumbing: CPU and memory from /proc, and children that never outlive the bench."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PR_SET_PDEATHSIG = 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), in seconds; 1/CLK_TCK resolution."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # The command name (field 2) may hold spaces; fields after its closing ')' are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (even by SIGKILL).
+
+    Call it first thing in a child. If the parent is already gone (re-parented to init or a
+    subreaper), exit at once rather than serve forever.
+    """
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: fall back on the parent's own cleanup
+    if os.getppid() != parent or parent == 1:
+        os._exit(1)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL; always reaps the child."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

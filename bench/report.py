@@ -1,0 +1,155 @@
+"""The table `make bench` prints: absolute numbers, ratios to the baseline, targets."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.load import LoadResult
+from bench.scenarios import Scenario
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    result: LoadResult | None  # None when the scenario could not run
+    failure: str = ""
+    server_cpus: str = ""  # the CPUs the server was pinned to ("" = not pinned)
+
+    def bound(self) -> str:
+        """What limited the run: the server's CPU, the clients' CPU, the whole machine, or none."""
+        r = self.result
+        if r is None:
+            return "-"
+        cores = len(os.sched_getaffinity(0))
+        if not self.server_cpus:
+            return "machine" if r.server_cores + r.client_cores >= 0.9 * cores else "-"
+        if r.server_cores >= 0.9 * len(self.server_cpus.split(",")):
+            return "server"
+        if r.options.client_cpus and r.client_cores >= 0.9 * len(r.options.client_cpus.split(",")):
+            return "CLIENTS"
+        return "-"
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base and not math.isnan(base) else math.nan
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "-" if math.isnan(value) else format(value, spec)
+
+
+COLUMNS = (
+    ("scenario", "<", 14),
+    ("calls/s", ">", 8),
+    ("p50 ms", ">", 7),
+    ("p99 ms", ">", 7),
+    ("srv µs/call", ">", 11),
+    ("srv cores", ">", 9),
+    ("cli cores", ">", 9),
+    ("errors", ">", 6),
+    ("bound", "<", 7),
+    ("× thrpt", ">", 7),
+    ("× µs/call", ">", 9),
+    ("× p99", ">", 6),
+)
+
+
+def _line(cells: list[str]) -> str:
+    return "  ".join(
+        format(c, f"{align}{width}") for c, (_, align, width) in zip(cells, COLUMNS, strict=True)
+    )
+
+
+def render(rows: list[Row], header: str) -> str:
+    baseline = rows[0].result if rows and rows[0].result else None
+    base_name = rows[0].scenario.name if rows else "baseline"
+    out = [header, "", _line([name for name, _, _ in COLUMNS]), _line(["-" * w for _, _, w in COLUMNS])]
+    notes: list[str] = []
+    for row in rows:
+        r = row.result
+        if r is None:
+            out.append(_line([row.scenario.name, *(["-"] * (len(COLUMNS) - 1))]))
+            out.append(f"    FAILED TO RUN: {row.failure}")
+            continue
+        p99 = r.percentile(99)
+        if baseline is not None:
+            ratios = [
+                _ratio(r.throughput, baseline.throughput),
+                _ratio(r.cpu_per_call, baseline.cpu_per_call),
+                _ratio(p99, baseline.percentile(99)),
+            ]
+        else:
+            ratios = [math.nan] * 3
+        n_errors = sum(r.errors.values())
+        out.append(
+            _line(
+                [
+                    row.scenario.name,
+                    _fmt(r.throughput, ".0f"),
+                    _fmt(r.percentile(50) * 1e3, ".2f"),
+                    _fmt(p99 * 1e3, ".2f"),
+                    _fmt(r.cpu_per_call * 1e6, ".1f"),
+                    _fmt(r.server_cores, ".2f"),
+                    _fmt(r.client_cores, ".2f"),
+                    str(n_errors),
+                    row.bound(),
+                    *(_fmt(x, ".2f") for x in ratios),
+                ]
+            )
+        )
+        out += [f"    {note}" for note in getattr(r, "notes", ())]  # a driver's own notes
+        if r.calls == 0 and not n_errors:
+            out.append("    NO CALL COMPLETED in the measured window: the server did not answer in time")
+        if n_errors:
+            codes = ", ".join(f"{code} ×{n}" for code, n in sorted(r.errors.items()))
+            out.append(f"    ERRORS: {codes} (the numbers above count successful calls only)")
+        for target in row.scenario.targets:
+            if baseline is None and target.relative:
+                out.append(f"    target: {target.describe(base_name)}  →  no baseline: NOT CHECKED")
+                continue
+            measured = target.measure(r, baseline) if baseline is not None else target.measure(r, r)
+            verdict = "PASS" if not math.isnan(measured) and target.met(measured) else "FAIL"
+            shown = f"{measured:.2f}×" if target.relative else f"{measured:.2f}"
+            out.append(f"    target: {target.describe(base_name)}  →  {shown}  {verdict}")
+        if row.bound() == "CLIENTS":
+            notes.append(
+                f"{row.scenario.name}: the clients' CPUs were saturated before the server's: its calls/s "
+                "understate the server; rerun with more client CPUs, or trust µs/call only."
+            )
+        elif row.bound() == "machine":
+            notes.append(
+                f"{row.scenario.name}: server and clients shared and saturated every core, so calls/s and "
+                "latency include the clients' cost; µs/call is the steady column."
+            )
+    if notes:
+        out += ["", "notes:", *(f"  {n}" for n in notes)]
+    return "\n".join(out)
+
+
+def as_json(rows: list[Row]) -> list[dict[str, Any]]:
+    """Machine-readable rows (for comparing runs), without the raw latency samples."""
+    data = []
+    for row in rows:
+        r = row.result
+        entry: dict[str, Any] = {"scenario": row.scenario.name, "failure": row.failure or None}
+        if r is not None:
+            entry |= {
+                "calls": r.calls,
+                "window_s": r.window,
+                "calls_per_s": r.throughput,
+                "p50_ms": r.percentile(50) * 1e3,
+                "p90_ms": r.percentile(90) * 1e3,
+                "p99_ms": r.percentile(99) * 1e3,
+                "max_ms": r.percentile(100) * 1e3,
+                "server_cpu_us_per_call": r.cpu_per_call * 1e6,
+                "server_cores": r.server_cores,
+                "client_cores": r.client_cores,
+                "server_rss_mib": r.server_rss / 2**20,
+                "errors": r.errors,
+                "load": asdict(r.options),
+            }
+        data.append(entry)
+    return data

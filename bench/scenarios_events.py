@@ -1,0 +1,165 @@
+"""Issue 7's speed: Subscribe fan-out, publish→deliver latency, idle subscriptions' memory.
+
+    events-fanout    1,000 streams, events published faster than the target needs: deliveries/s
+    events-latency   1,000 streams at half the target rate: publish→deliver p99
+    events-idle      10,000 streams with nothing published: the server's RSS
+
+These rows are driven by bench/stream_load.py (subscriber processes reading with
+bench/stream_h2.py, one open-loop publisher), not by the unary load generator: `calls/s` is
+deliveries/s (event messages received, summed over the streams), latency is from when a
+publish was due to when a subscriber read the event, and `srv µs/call` is server CPU per
+delivery (publishing included). Every stream uses an API key with `events:subscribe` of one
+tenant, so every event published goes to every stream.
+
+BENCH_EVENTS_RATE sets the fan-out row's publish rate (events/s; default 60: 60,000
+deliveries/s offered to 1,000 streams, above the 50,000 target so a server that keeps up
+shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bench.load import LoadFailed, LoadOptions
+from bench.servers import NEXUS, RunningServer, ServerSpec
+from bench.stream_load import SUBSCRIBE, StreamPlan, StreamResult, run_streams, subscribe_request
+
+FANOUT_STREAMS = 1_000
+IDLE_STREAMS = 10_000
+TARGET_DELIVERIES = 50_000  # per second, issue 7
+KEYS = 16  # subscribe keys: opening 10,000 streams stays far below each key's limit
+BARE = ServerSpec("events-bare")  # bench/stream_bare.py
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A streaming workload: `drive` replaces the unary load generator (bench/__main__.py)."""
+
+    plan: StreamPlan
+
+    def bind(self, channel: Any, worker: int) -> Any:
+        raise TypeError("a streaming workload is driven by bench.stream_load, not bound to workers")
+
+    def drive(self, server: RunningServer, options: LoadOptions) -> StreamResult:
+        plan = replace(self.plan, clients=options.clients)
+        quick = options.duration <= 1.0  # `--quick`: a smoke run, a tenth of the streams
+        if quick:
+            # Heartbeats every second: the idle row counts them, and a 1 s window would
+            # otherwise see none of the 5 s ones.
+            plan = replace(plan, subscribers=max(100, plan.subscribers // 10), heartbeat=1.0)
+        result = run_streams(server.address, plan, server.pid, options)
+        if quick:
+            result.notes.append(
+                f"QUICK RUN: {plan.subscribers} streams instead of {self.plan.subscribers}; "
+                "the target lines below do not judge the issue's setting"
+            )
+        return result
+
+
+def _prepare(subscribers: int, rate: float) -> Any:
+    def prepare(server: RunningServer) -> Streams:
+        if server.spec.kind == "nexus":
+            keys, publish_key = asyncio.run(_seed(server.database_url))
+        else:
+            keys, publish_key = ("none",), "none"  # the bare server checks no credentials
+        asyncio.run(_probe(server.address, keys[0]))
+        return Streams(StreamPlan(keys, publish_key, subscribers, rate))
+
+    return prepare
+
+
+async def _seed(url: str) -> tuple[tuple[str, ...], str]:
+    from nexus_server.apikeys.workflows import issue_key
+    from nexus_server.auth.revocations import Revocations
+    from nexus_server.common.ids import new_id
+    from nexus_server.db.engine import create_async
+    from nexus_server.db.uow import Database
+    from nexus_server.ratelimit.overrides import set_override
+    from nexus_server.tenants.workflows import create_tenant
+
+    db = Database(create_async(url))
+    try:
+        async with db.unit_of_work() as uow:
+            tenant = await create_tenant(
+                uow, owner_user_id=new_id("usr"), slug="bench-events", display_name="Bench events"
+            )
+            await set_override(uow, Revocations(db), "tenant", tenant.id, 10_000_000)
+        async with db.unit_of_work() as uow:
+            keys = []
+            for index in range(KEYS):
+                _, key = await issue_key(
+                    uow,
+                    tenant_id=tenant.id,
+                    name=f"bench-subscriber-{index}",
+                    scopes=["events:subscribe"],
+                    rate_limit_per_minute=100_000,
+                )
+                keys.append(key)
+            _, publish_key = await issue_key(
+                uow,
+                tenant_id=tenant.id,
+                name="bench-publisher",
+                scopes=["events:publish"],
+                rate_limit_per_minute=100_000,
+            )
+        return tuple(keys), publish_key
+    finally:
+        await db.dispose()
+
+
+async def _probe(address: str, key: str) -> None:
+    """One stream through grpc itself first: a refused key or scope fails here with its
+    status code (the streaming reader does not decode statuses)."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_stream(SUBSCRIBE)(
+            subscribe_request(5.0), metadata=(("authorization", f"Bearer {key}"),)
+        )
+        try:
+            await asyncio.wait_for(call.read(), 30)
+        except grpc.aio.AioRpcError as error:
+            raise LoadFailed(f"Subscribe refused: {error.code().name}: {error.details()}") from None
+        finally:
+            call.cancel()
+
+
+def scenarios() -> list[Any]:
+    """Scenario and Target are imported here: client processes unpickle Streams by importing
+    this module, and bench.scenarios imports this one."""
+    from bench.scenarios import Scenario, Target
+
+    rate = float(os.environ.get("BENCH_EVENTS_RATE", "60"))
+    half = TARGET_DELIVERIES / 2 / FANOUT_STREAMS
+    return [
+        Scenario(
+            "events-bare",
+            f"the floor: bare grpc.aio fanning the same bytes out to {FANOUT_STREAMS} streams at {rate:g}/s",
+            BARE,
+            prepare=_prepare(FANOUT_STREAMS, rate),
+        ),
+        Scenario(
+            "events-fanout",
+            f"Subscribe fan-out: {FANOUT_STREAMS} streams, {rate:g} events/s published (issue 7)",
+            NEXUS,
+            prepare=_prepare(FANOUT_STREAMS, rate),
+            targets=(Target("throughput", ">=", TARGET_DELIVERIES, relative=False, source="issue 7"),),
+        ),
+        Scenario(
+            "events-latency",
+            f"publish→deliver at half the target: {FANOUT_STREAMS} streams × {half:g} events/s (issue 7)",
+            NEXUS,
+            prepare=_prepare(FANOUT_STREAMS, half),
+            targets=(Target("p99", "<=", 25.0, relative=False, source="issue 7"),),
+        ),
+        Scenario(
+            "events-idle",
+            f"{IDLE_STREAMS} idle Subscribe streams held: the server's RSS (issue 7)",
+            NEXUS,
+            prepare=_prepare(IDLE_STREAMS, 0.0),
+            targets=(Target("rss", "<=", 1024.0, relative=False, source="issue 7"),),
+        ),
+    ]
