@@ -7,6 +7,7 @@ and fail loudly if the service is unreachable; when unset they are skipped with 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +21,7 @@ from sqlalchemy import create_engine, text
 from nexus_server.app.server import NexusServer, create_server
 from nexus_server.config import Settings
 from nexus_server.db.migrate import upgrade
+from nexus_server.logs import JsonFormatter
 from tests.support import Inbox, free_port
 
 POSTGRES_URL = os.environ.get("NEXUS_TEST_POSTGRES_URL", "")
@@ -48,6 +50,16 @@ def _drop_postgres_database(base_url: str, name: str) -> None:
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A test that runs the CLI in-process must not leave its JSON handler on the root logger:
+    bound to that test's captured stderr, it fails on every later log line once pytest closes
+    the stream, and printing a traceback per failed line slows the rest of the suite badly."""
+    yield
+    leaked = [h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter)]
+    assert not leaked, "the test left nexus's log handler on the root logger; restore it"
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

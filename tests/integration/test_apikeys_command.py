@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 
 import pytest
 from sqlalchemy import select
@@ -53,5 +54,14 @@ async def test_an_unknown_tenant_or_scope_is_refused_with_a_message(
 
 
 async def _run(argv: list[str]) -> int:
-    # The command runs its own event loop, so run it off this one.
-    return await asyncio.to_thread(cli.main, argv)
+    # The command runs its own event loop, so run it off this one. It also configures the root
+    # logger as a process should, with a handler bound to this test's captured stderr: restore
+    # the suite's logging after it, or every later log line fails on a closed stream (and
+    # prints a traceback per line, which slowed the rest of the suite to a crawl).
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return await asyncio.to_thread(cli.main, argv)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
