@@ -116,7 +116,14 @@ def main() -> None:
     if args.cpus:
         # Before grpc starts its threads, so they all inherit the mask.
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
-    asyncio.run(SERVERS[args.kind](args))
+    # The loop: Nexus's own setting (NEXUS_EVENT_LOOP's default unless the spec overrides
+    # event_loop); the bare floors run the standard loop unless their spec asks for uvloop.
+    from nexus_server.cli import run_loop
+    from nexus_server.config import Settings
+
+    default = Settings.event_loop if args.kind == "nexus" else "asyncio"
+    loop = json.loads(args.settings).get("event_loop", default)
+    run_loop(dataclasses.replace(Settings(), event_loop=loop), SERVERS[args.kind](args))
 
 
 if __name__ == "__main__":

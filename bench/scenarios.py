@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.load import LoadResult, Unary, Workload
-from bench.servers import ECHO, NEXUS, RunningServer, ServerSpec
+from bench.servers import ECHO, ECHO_UVLOOP, NEXUS, RunningServer, ServerSpec
 
 # Metrics a target can name: how to read it from a result, its unit, and its ratio's name.
 METRICS: dict[str, tuple[Callable[[LoadResult], float], str]] = {
@@ -83,6 +83,12 @@ SCENARIOS: list[Scenario] = [
         "echo",
         "bare grpc.aio, trivial Health/Check servicer, no interceptors (the baseline)",
         ECHO,
+        HEALTH_CHECK,
+    ),
+    Scenario(
+        "echo-uvloop",
+        "the same bare server on uvloop, Nexus's default loop (no target: shows the loop's share)",
+        ECHO_UVLOOP,
         HEALTH_CHECK,
     ),
     Scenario(

@@ -32,6 +32,7 @@ IDLE_STREAMS = 10_000
 TARGET_DELIVERIES = 50_000  # per second, issue 7
 KEYS = 16  # subscribe keys: opening 10,000 streams stays far below each key's limit
 BARE = ServerSpec("events-bare")  # bench/stream_bare.py
+BARE_UVLOOP = ServerSpec("events-bare", settings={"event_loop": "uvloop"})
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,12 @@ def scenarios() -> list[Any]:
             "events-bare",
             f"the floor: bare grpc.aio fanning the same bytes out to {FANOUT_STREAMS} streams at {rate:g}/s",
             BARE,
+            prepare=_prepare(FANOUT_STREAMS, rate),
+        ),
+        Scenario(
+            "events-bare-uvloop",
+            f"the same floor on uvloop, Nexus's default loop: {FANOUT_STREAMS} streams at {rate:g}/s",
+            BARE_UVLOOP,
             prepare=_prepare(FANOUT_STREAMS, rate),
         ),
         Scenario(

@@ -42,6 +42,9 @@ class ServerSpec:
 
 
 ECHO = ServerSpec("echo")
+# The same bare server on uvloop, the loop Nexus runs on by default: for reading how much of
+# Nexus's ratio to echo is the loop rather than Nexus's own work.
+ECHO_UVLOOP = ServerSpec("echo", settings={"event_loop": "uvloop"})
 NEXUS = ServerSpec("nexus")
 
 

@@ -7,11 +7,14 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from nexus_server import logs
 from nexus_server.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("nexus")
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
@@ -61,8 +64,19 @@ async def run_server(settings: Settings, *, on_ready: object = None) -> None:
     log.info("stopped")
 
 
+def run_loop(settings: Settings, main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on the event loop the settings choose (NEXUS_EVENT_LOOP)."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
-    asyncio.run(run_server(settings))
+    run_loop(settings, run_server(settings))
     return 0
 
 

@@ -214,4 +214,6 @@ def _envoy_failed(envoy: EnvoyProcess, what: str) -> int:
 
 def run_dev(settings: Settings) -> int:
     """Run the server and Envoy until Ctrl-C/SIGTERM (0) or until Envoy dies (1)."""
-    return asyncio.run(_serve(settings))
+    from nexus_server.cli import run_loop
+
+    return run_loop(settings, _serve(settings))

@@ -29,6 +29,7 @@ def test_plain_postgresql_url_gets_the_psycopg_driver() -> None:
         ({"NEXUS_LOG_LEVEL": "LOUD"}, "NEXUS_LOG_LEVEL"),
         ({"NEXUS_ACCESS_TOKEN_TTL_SECONDS": "-5"}, "NEXUS_ACCESS_TOKEN_TTL_SECONDS"),
         ({"NEXUS_SECRET_KEY": "short"}, "NEXUS_SECRET_KEY"),
+        ({"NEXUS_EVENT_LOOP": "trio"}, "NEXUS_EVENT_LOOP"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(env: dict[str, str], names: str) -> None:
@@ -40,3 +41,8 @@ def test_durations_and_metrics_off() -> None:
     settings = load_settings({"NEXUS_ACCESS_TOKEN_TTL_SECONDS": "60", "NEXUS_METRICS_PORT": "off"})
     assert settings.access_token_ttl == timedelta(seconds=60)
     assert settings.metrics_port is None
+
+
+def test_the_event_loop_is_uvloop_unless_asked_for_asyncio() -> None:
+    assert load_settings({}).event_loop == "uvloop"
+    assert load_settings({"NEXUS_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
