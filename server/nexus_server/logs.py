@@ -1,22 +1,55 @@
-"""JSON log lines on stderr: one object a line, with the request id where there is one."""
+"""JSON log lines on stderr: one object a line, with the request id where there is one.
+
+The access log writes a line for every call, so its path is kept lean (measured: the
+stdlib's datetime formatting and a write per line were about half of the line's cost):
+timestamps reuse the formatted second, and access lines are written in batches (errors and
+every other logger's lines are written at once).
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import sys
+import threading
+import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 # json.dumps(entry, default=str), without building a new encoder for every line.
 _encode = json.JSONEncoder(default=str).encode
 
+ACCESS_LOGGER = "nexus.access"
+# Batched access lines reach the stream at least this often (Envoy's access log: 1 s).
+FLUSH_INTERVAL = 0.2
+_FLUSH_BYTES = 64 * 1024
+
+
+class _Clock:
+    """ISO-8601 UTC timestamps with milliseconds; the date-and-second part is formatted once
+    a second rather than on every line."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def iso(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+
+
+_clock = _Clock()
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _clock.iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -29,8 +62,67 @@ class JsonFormatter(logging.Formatter):
         return _encode(entry)
 
 
+class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """StreamHandler that batches access-log lines: they are written when the batch reaches
+    64 KiB, every FLUSH_INTERVAL seconds, at any other line, and at exit. A crash loses at
+    most FLUSH_INTERVAL of access lines, never an error or a lifecycle line."""
+
+    def __init__(self, stream: IO[str] | None = None):
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._flusher: threading.Thread | None = None
+        self._closed = False
+        atexit.register(self.flush)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            if record.name != ACCESS_LOGGER or record.levelno >= logging.WARNING:
+                with self.lock:  # type: ignore[union-attr]
+                    self._pending.append(line)
+                    self._write_pending()
+                return
+            with self.lock:  # type: ignore[union-attr]
+                self._pending.append(line)
+                self._pending_bytes += len(line)
+                if self._pending_bytes >= _FLUSH_BYTES:
+                    self._write_pending()
+                elif self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
+                    self._flusher.start()
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+
+    def close(self) -> None:
+        self.flush()
+        self._closed = True
+        super().close()
+
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except ValueError:
+            pass  # the stream was closed under us (interpreter exit): nothing to write to
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            time.sleep(FLUSH_INTERVAL)
+            self.flush()
+
+
 def configure(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = JsonLinesHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
