@@ -62,6 +62,7 @@ class StreamPlan:
     publishers: int = 8  # concurrent PublishEvent calls the publisher may have in flight
     event_type: str = "bench.tick"
     read_batch: float = 0.0005  # seconds a subscriber process waits after a wake-up before reading
+    max_batch: int = 0  # SubscribeRequest.max_batch: events one message may carry (0: one each)
 
 
 @dataclass
@@ -211,13 +212,13 @@ def _subscriber_main(
         conn.close()
 
 
-def subscribe_request(heartbeat: float) -> bytes:
+def subscribe_request(heartbeat: float, max_batch: int = 0) -> bytes:
     from google.protobuf import duration_pb2
 
     from nexus.events.v1 import events_service_pb2 as pb
 
     interval = duration_pb2.Duration(seconds=int(heartbeat), nanos=int(heartbeat % 1 * 1e9))
-    return pb.SubscribeRequest(heartbeat_interval=interval).SerializeToString()
+    return pb.SubscribeRequest(heartbeat_interval=interval, max_batch=max_batch).SerializeToString()
 
 
 # In a published event's bytes, the data Struct's entry {"t": <double>}: key "t" (field 1),
@@ -230,6 +231,31 @@ def due_time(raw: bytes) -> float:
     """The `t` an event message carries (the wall time its publish was due); nan if none."""
     at = raw.find(_T_MARK)
     return _DOUBLE.unpack_from(raw, at + len(_T_MARK))[0] if at >= 0 else math.nan
+
+
+def _varint(raw: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = raw[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def batch_events(raw: bytes) -> list[bytes]:
+    """A batch message's events (SubscribeResponse.events: field 3 holding EventBatch, whose
+    field 1 repeats Event), each as its bytes."""
+    length, at = _varint(raw, 1)
+    end = at + length
+    events = []
+    while at < end:
+        at += 1  # EventBatch.events' tag (field 1, length-delimited)
+        size, at = _varint(raw, at)
+        events.append(raw[at : at + size])
+        at += size
+    return events
 
 
 class _Tally:
@@ -249,9 +275,17 @@ class _Tally:
         now = time.monotonic()
         if not self.t_start <= now < self.t_end:
             return
-        # SubscribeResponse: field 1 (event) or 2 (heartbeat), length-delimited.
-        if raw[:1] == b"\x12":
+        # SubscribeResponse: field 1 (event), 2 (heartbeat) or 3 (a batch of events),
+        # length-delimited.
+        tag = raw[:1]
+        if tag == b"\x12":
             self.heartbeats += 1
+            return
+        if tag == b"\x1a":
+            now = time.time()
+            for event in batch_events(raw):
+                self.events += 1
+                self.latencies.append(now - due_time(event))
             return
         self.events += 1
         self.latencies.append(time.time() - due_time(raw))
@@ -276,7 +310,7 @@ def _subscriber(conn: Connection, address: str, plan: StreamPlan, first: int, la
     host, port = address.rsplit(":", 1)
     tally = _Tally()
     reader = stream_h2.Reader(host, int(port), tally.take, batch=plan.read_batch)
-    request = subscribe_request(plan.heartbeat)
+    request = subscribe_request(plan.heartbeat, plan.max_batch)
     try:
         for _ in range(max(1, plan.channels)):
             reader.connect()

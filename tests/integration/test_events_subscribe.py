@@ -19,7 +19,7 @@ from nexus.events.v1 import events_service_pb2_grpc as rpc
 from nexus_server.app.server import NexusServer, create_server
 from nexus_server.config import Settings
 from nexus_server.events.hub import Hub
-from tests.support import error_info, issue_key, key_metadata, make_tenant, register_user
+from tests.support import error_info, field_violations, issue_key, key_metadata, make_tenant, register_user
 
 WAIT = 60.0
 Metadata = tuple[tuple[str, str], ...]
@@ -40,6 +40,7 @@ class Reader:
         self.call = call
         self.events: list[event_pb2.Event] = []
         self.heartbeats: list[pb.Heartbeat] = []
+        self.batch_sizes: list[int] = []  # events per `events` message
         self.error: grpc.aio.AioRpcError | None = None
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._run())
@@ -49,6 +50,9 @@ class Reader:
             async for message in self.call:
                 if message.HasField("event"):
                     self.events.append(message.event)
+                elif message.HasField("events"):
+                    self.events.extend(message.events.events)
+                    self.batch_sizes.append(len(message.events.events))
                 else:
                     self.heartbeats.append(message.heartbeat)
                 self._changed.set()
@@ -269,6 +273,38 @@ async def test_a_malformed_filter_is_invalid_argument(
     reader = subscribe(channel, reader_md, readers, types=["Deal.*"], sources=["x y"])
     await reader.until(lambda r: r.error is not None)
     assert reader.error is not None and reader.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_stream_that_asks_for_batches_gets_waiting_events_together_and_in_order(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel, readers: list[Reader]
+) -> None:
+    _, publisher, reader_md, _ = await _keys(server[0], channel)
+    published = await publish(channel, publisher, 300)
+    first = published[0].sequence - 1
+    batched = subscribe(channel, reader_md, readers, after_sequence=first, max_batch=50)
+    single = subscribe(channel, reader_md, readers, after_sequence=first)
+    for reader in (batched, single):
+        await reader.until(lambda r: len(r.events) >= 300)
+        assert [e.id for e in reader.events] == [e.id for e in published]
+        assert_gap_free(reader.events, first + 1)
+    # The replay had all 300 waiting: they came in batches, none above the asked size.
+    assert batched.batch_sizes and max(batched.batch_sizes) <= 50 and min(batched.batch_sizes) >= 2
+    assert single.batch_sizes == []  # without max_batch, one event a message, always
+    # Live, a lone event is not held back to make a batch.
+    more = await publish(channel, publisher, 1)
+    await batched.until(lambda r: len(r.events) >= 301)
+    assert batched.events[-1].id == more[0].id
+
+
+@pytest.mark.parametrize("max_batch", [-1, 1001])
+async def test_a_batch_size_out_of_range_is_invalid_argument(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel, readers: list[Reader], max_batch: int
+) -> None:
+    _, _, reader_md, _ = await _keys(server[0], channel)
+    reader = subscribe(channel, reader_md, readers, max_batch=max_batch)
+    await reader.until(lambda r: r.error is not None)
+    assert reader.error is not None and reader.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(reader.error) == ["max_batch"]
 
 
 @pytest.fixture

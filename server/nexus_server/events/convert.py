@@ -12,8 +12,9 @@ from nexus.events.v1 import event_pb2, events_service_pb2
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.db.uow import StoredEvent
 from nexus_server.events.envelope import Draft
+from nexus_server.events.hub import Entry
 from nexus_server.events.listing import ListQuery
-from nexus_server.events.subscription import Heartbeat, Start
+from nexus_server.events.subscription import MAX_BATCH, Heartbeat, Start
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
@@ -89,6 +90,34 @@ def subscribe_event(stored: StoredEvent) -> tuple[bytes, int]:
     subscriber (the streams' serializer passes bytes through: app/handlers.py)."""
     data = events_service_pb2.SubscribeResponse(event=event(stored)).SerializeToString()
     return data, len(data)
+
+
+def batch_message(entries: list[Entry]) -> bytes:
+    """SubscribeResponse{events: EventBatch{events: [...]}} from the events' shared bytes,
+    without parsing or serializing them again. Each entry's bytes are
+    SubscribeResponse{event: e}, field 1 length-delimited, which is exactly how
+    EventBatch's repeated field 1 encodes e: the batch's body is their concatenation."""
+    body = b"".join(entry.message for entry in entries)
+    return _BATCH_TAG + _varint(len(body)) + body
+
+
+# SubscribeResponse.events: field 3, wire type 2 (length-delimited).
+_BATCH_TAG = bytes([3 << 3 | 2])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def max_batch(request: events_service_pb2.SubscribeRequest) -> int:
+    if not 0 <= request.max_batch <= MAX_BATCH:
+        raise InvalidArgument(FieldViolation("max_batch", f"must be between 0 and {MAX_BATCH}"))
+    return max(1, request.max_batch)
 
 
 def heartbeat(beat: Heartbeat) -> events_service_pb2.SubscribeResponse:

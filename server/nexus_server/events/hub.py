@@ -119,6 +119,18 @@ class Subscriber:
         self.buffered_bytes -= entry.size
         return entry
 
+    def take_batch(self, max_events: int, max_bytes: int) -> list[Entry]:
+        """The first waiting events, as many as fit in `max_events` and `max_bytes` (the
+        first one always)."""
+        batch = [self.take()]
+        size = batch[0].size
+        buffer = self.buffer
+        while buffer and len(batch) < max_events and size + buffer[0].size <= max_bytes:
+            entry = self.take()
+            size += entry.size
+            batch.append(entry)
+        return batch
+
     def wants(self, event: StoredEvent) -> bool:
         if self.since is not None:
             if event.create_time < self.since:

@@ -45,6 +45,7 @@ class EventsServicer:
         flt = build_filter(request.types, request.sources, violations)
         if violations:
             raise InvalidArgument(violations)
+        max_batch = convert.max_batch(request)
         stream = subscription.subscribe(
             self.hub,
             self.ctx.clock,
@@ -53,10 +54,16 @@ class EventsServicer:
             start=convert.start(request),
             heartbeat=subscription.heartbeat_seconds(convert.heartbeat_request(request)),
             still_allowed=self._still_allowed(call),
+            max_batch=max_batch,
         )
         async for item in stream:
             # An event's message is bytes serialized once for every subscriber (hub.Entry).
-            yield item.message if isinstance(item, Entry) else convert.heartbeat(item)
+            if isinstance(item, Entry):
+                yield item.message
+            elif isinstance(item, subscription.Batch):
+                yield convert.batch_message(item.entries)
+            else:
+                yield convert.heartbeat(item)
 
     async def ListEvents(
         self, request: events_service_pb2.ListEventsRequest, context: Any

@@ -25,6 +25,10 @@ DEFAULT_HEARTBEAT = 5.0
 MIN_HEARTBEAT = 1.0
 MAX_HEARTBEAT = 60.0
 _REPLAY_BATCH = 256
+MAX_BATCH = 1000
+# A batch message stays well under gRPC's default 4 MiB receive limit, whatever the events'
+# sizes: a larger event goes alone.
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,13 @@ class Start:
 
     after_sequence: int | None = None
     since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Consecutive events sent in one message (a stream that asked for batches)."""
+
+    entries: list[Entry]
 
 
 @dataclass(frozen=True)
@@ -59,9 +70,12 @@ async def subscribe(
     start: Start,
     heartbeat: float,
     still_allowed: Callable[[], Awaitable[None]] | None = None,
-) -> AsyncIterator[Entry | Heartbeat]:
+    max_batch: int = 1,
+) -> AsyncIterator[Entry | Batch | Heartbeat]:
     """The stream's messages: a heartbeat at once, then events and periodic heartbeats.
-    `still_allowed` raises (e.g. Unauthenticated) when the stream must end."""
+    `still_allowed` raises (e.g. Unauthenticated) when the stream must end. With
+    `max_batch` above 1, events already waiting together go as one Batch; a lone event
+    is never held back to make one."""
     since: datetime | None = None
     # A tenant already followed here has a known committed head: the tailer's position.
     # Starting from it costs no read (a reconnect storm of thousands of subscribers is
@@ -97,7 +111,11 @@ async def subscribe(
                 yield _heartbeat(tailer.position, subscriber, clock)
                 beat = loop.call_later(heartbeat, subscriber.ring)
             elif subscriber.buffer:
-                yield subscriber.take()
+                if max_batch > 1 and len(subscriber.buffer) > 1:
+                    entries = subscriber.take_batch(max_batch, MAX_BATCH_BYTES)
+                    yield Batch(entries) if len(entries) > 1 else entries[0]
+                else:
+                    yield subscriber.take()
             elif not subscriber.live:
                 if subscriber.through >= tailer.position:
                     tailer.attach(subscriber)

@@ -78,8 +78,12 @@ async def tail(args: argparse.Namespace, address: str, out: TextIO = sys.stdout)
     if cursor is None and args.since:
         since = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
     while True:
+        # Batches make a long replay cheap on both ends; each event is still its own line.
         request = pb.SubscribeRequest(
-            types=args.type, sources=args.source, heartbeat_interval=duration_pb2.Duration(seconds=5)
+            types=args.type,
+            sources=args.source,
+            heartbeat_interval=duration_pb2.Duration(seconds=5),
+            max_batch=_BATCH,
         )
         if cursor is not None:
             request.after_sequence = cursor
@@ -88,15 +92,13 @@ async def tail(args: argparse.Namespace, address: str, out: TextIO = sys.stdout)
         async with grpc.aio.insecure_channel(address) as channel:
             try:
                 async for message in _subscribe(channel)(request, metadata=metadata):
-                    if message.HasField("event"):
-                        out.write(
-                            json_format.MessageToJson(
-                                message.event, indent=None, preserving_proto_field_name=True
-                            )
-                        )
-                        out.write("\n")
+                    kind = message.WhichOneof("kind")
+                    if kind in ("event", "events"):
+                        events = [message.event] if kind == "event" else list(message.events.events)
+                        for event in events:
+                            out.write(_json_line(event))
                         out.flush()
-                        cursor = message.event.sequence
+                        cursor = events[-1].sequence
                     else:
                         beat = message.heartbeat
                         cursor = beat.cursor_sequence if cursor is None else max(cursor, beat.cursor_sequence)
@@ -112,6 +114,13 @@ async def tail(args: argparse.Namespace, address: str, out: TextIO = sys.stdout)
                     return 1
                 print(f"nexus events tail: {error.code().name}; resuming after {cursor}", file=sys.stderr)
         await asyncio.sleep(1.0)
+
+
+_BATCH = 100
+
+
+def _json_line(event: Any) -> str:
+    return json_format.MessageToJson(event, indent=None, preserving_proto_field_name=True) + "\n"
 
 
 def _subscribe(channel: grpc.aio.Channel) -> Any:

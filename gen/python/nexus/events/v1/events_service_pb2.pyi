@@ -103,10 +103,20 @@ class SubscribeRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Resume after this sequence: the first event streamed is the first
     matching event with a greater sequence. 0 replays the whole log. Must not
     be negative nor greater than the tenant's head sequence.
+    """
+    max_batch: _builtins.int
+    """How many events one stream message may carry, from 0 to 1000. 0 or 1 (the
+    default) sends every event in a message of its own (`event`). Above 1, when
+    several events are already waiting to be sent (during a replay, or when the
+    stream falls behind a burst), up to this many arrive together in one
+    `events` message, in sequence order; a single waiting event still comes as
+    `event` at once, so batching never delays delivery. Batches cut the
+    per-message cost of a busy stream on both ends.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -146,10 +156,11 @@ class SubscribeRequest(_message.Message):
         after_sequence: _builtins.int = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        max_batch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "since", b"since", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "since", b"since", "sources", b"sources", "start", b"start", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "max_batch", b"max_batch", "since", b"since", "sources", b"sources", "start", b"start", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["after_sequence", "since"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
@@ -159,12 +170,15 @@ Global___SubscribeRequest: _TypeAlias = SubscribeRequest  # noqa: Y015
 
 @_typing.final
 class SubscribeResponse(_message.Message):
-    """One message of a Subscribe stream: either an event or a heartbeat."""
+    """One message of a Subscribe stream: an event, a batch of events, or a
+    heartbeat.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _event_pb2.Event:
         """The next matching event of the tenant's log, in strictly increasing
@@ -175,21 +189,55 @@ class SubscribeResponse(_message.Message):
     def heartbeat(self) -> Global___Heartbeat:
         """A periodic sign of life reporting the log's head and the stream's lag."""
 
+    @_builtins.property
+    def events(self) -> Global___EventBatch:
+        """The next matching events, in strictly increasing `sequence` order; sent
+        only to a stream that asked for `max_batch` above 1, and never more than
+        that many.
+        """
+
     def __init__(
         self,
         *,
         event: _event_pb2.Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        events: Global___EventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "heartbeat", "events"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class EventBatch(_message.Message):
+    """EventBatch carries consecutive events of one Subscribe stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[_event_pb2.Event]:
+        """The events, at least two, in strictly increasing `sequence` order,
+        continuing the stream exactly where its previous message left off.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[_event_pb2.Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
