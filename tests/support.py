@@ -97,6 +97,29 @@ async def issue_key(
     return full_key
 
 
+async def event_keys(database_url: str) -> tuple[str, str]:
+    """A new tenant's full keys, one with `events:publish` and one with `events:subscribe`,
+    written straight to the database at `database_url` (for tests whose server runs in
+    another process)."""
+    from nexus_server.apikeys.workflows import issue_key as issue
+    from nexus_server.common.ids import new_id
+    from nexus_server.db.engine import create_async
+    from nexus_server.db.uow import Database
+    from nexus_server.tenants.workflows import create_tenant
+
+    db = Database(create_async(database_url))
+    try:
+        async with db.unit_of_work() as uow:
+            tenant = await create_tenant(
+                uow, owner_user_id=new_id("usr"), slug=unique("ev"), display_name="Events"
+            )
+            _, publisher = await issue(uow, tenant_id=tenant.id, name="pub", scopes=["events:publish"])
+            _, reader = await issue(uow, tenant_id=tenant.id, name="sub", scopes=["events:subscribe"])
+    finally:
+        await db.dispose()
+    return publisher, reader
+
+
 async def login(channel: grpc.aio.Channel, email: str, user_id: str, tenant_id: str = "") -> User:
     """`email` (password PASSWORD) signed in again: a User with a fresh session."""
     from nexus.identity.v1 import identity_service_pb2 as pb

@@ -13,30 +13,15 @@ from typing import Any
 
 import pytest
 
-from nexus_server.apikeys.workflows import issue_key
-from nexus_server.common.ids import new_id
-from nexus_server.db.engine import create_async
-from nexus_server.db.uow import Database
-from nexus_server.tenants.workflows import create_tenant
 from tests.e2e.conftest import Stack
-from tests.support import unique
+from tests.support import event_keys
 
 pytestmark = pytest.mark.e2e
 WAIT = 30.0
 
 
-async def _keys(stack: Stack) -> tuple[str, str]:
-    db = Database(create_async(f"sqlite+aiosqlite:///{Path(stack.env['NEXUS_VAR_DIR']) / 'nexus.db'}"))
-    try:
-        async with db.unit_of_work() as uow:
-            tenant = await create_tenant(
-                uow, owner_user_id=new_id("usr"), slug=unique("sse"), display_name="SSE"
-            )
-            _, publisher = await issue_key(uow, tenant_id=tenant.id, name="pub", scopes=["events:publish"])
-            _, reader = await issue_key(uow, tenant_id=tenant.id, name="sub", scopes=["events:subscribe"])
-    finally:
-        await db.dispose()
-    return publisher, reader
+def _database_url(stack: Stack) -> str:
+    return f"sqlite+aiosqlite:///{Path(stack.env['NEXUS_VAR_DIR']) / 'nexus.db'}"
 
 
 class SseReader:
@@ -73,7 +58,7 @@ class SseReader:
 
 
 async def test_a_subscription_through_envoy_streams_json_events_as_they_are_published(stack: Stack) -> None:
-    publisher, reader = await _keys(stack)
+    publisher, reader = await event_keys(_database_url(stack))
     sse = await asyncio.to_thread(SseReader, stack.http_port, "/v1/events:subscribe?types=deal.*", reader)
     try:
         assert sse.response.status == 200
@@ -98,7 +83,7 @@ async def test_a_subscription_through_envoy_streams_json_events_as_they_are_publ
 
 
 async def test_list_and_get_events_answer_json_through_envoy(stack: Stack) -> None:
-    publisher, reader = await _keys(stack)
+    publisher, reader = await event_keys(_database_url(stack))
     body = json.dumps({"type": "lead.new", "source": "crm"}).encode()
     headers = {"authorization": f"Bearer {publisher}", "content-type": "application/json"}
     sent = json.loads(

@@ -18,15 +18,10 @@ import pytest
 from nexus.events.v1 import event_pb2
 from nexus.events.v1 import events_service_pb2 as pb
 from nexus.events.v1 import events_service_pb2_grpc as rpc
-from nexus_server.apikeys.workflows import issue_key
-from nexus_server.common.ids import new_id
 from nexus_server.config import ROOT
-from nexus_server.db.engine import create_async
-from nexus_server.db.uow import Database
-from nexus_server.tenants.workflows import create_tenant
 from tests.conftest import POSTGRES_URL, _drop_postgres_database, _fresh_postgres_database
 from tests.e2e.conftest import NEXUS, START_TIMEOUT, grpc_serving, nexus_env, stop_process, wait_for
-from tests.support import key_metadata, unique
+from tests.support import event_keys, key_metadata
 
 pytestmark = pytest.mark.e2e
 WAIT = 60.0
@@ -129,16 +124,7 @@ def two_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deploymen
 
 async def _keys(url: str) -> tuple[Any, Any]:
     """A new tenant's publishing key and subscribing key, as call metadata."""
-    db = Database(create_async(url))
-    try:
-        async with db.unit_of_work() as uow:
-            tenant = await create_tenant(
-                uow, owner_user_id=new_id("usr"), slug=unique("ev"), display_name="Events"
-            )
-            _, publisher = await issue_key(uow, tenant_id=tenant.id, name="pub", scopes=["events:publish"])
-            _, reader = await issue_key(uow, tenant_id=tenant.id, name="sub", scopes=["events:subscribe"])
-    finally:
-        await db.dispose()
+    publisher, reader = await event_keys(url)
     return key_metadata(publisher), key_metadata(reader)
 
 

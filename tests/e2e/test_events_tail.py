@@ -13,30 +13,11 @@ import pytest
 
 from nexus.events.v1 import events_service_pb2 as pb
 from nexus.events.v1 import events_service_pb2_grpc as rpc
-from nexus_server.apikeys.workflows import issue_key
-from nexus_server.common.ids import new_id
 from nexus_server.config import ROOT
-from nexus_server.db.engine import create_async
-from nexus_server.db.uow import Database
-from nexus_server.tenants.workflows import create_tenant
 from tests.e2e.conftest import NEXUS, LineReader, stop_process
-from tests.support import key_metadata, unique
+from tests.support import event_keys, key_metadata
 
 pytestmark = pytest.mark.e2e
-
-
-async def _keys(var_dir: Path) -> tuple[str, str]:
-    db = Database(create_async(f"sqlite+aiosqlite:///{var_dir / 'nexus.db'}"))
-    try:
-        async with db.unit_of_work() as uow:
-            tenant = await create_tenant(
-                uow, owner_user_id=new_id("usr"), slug=unique("tail"), display_name="Tail"
-            )
-            _, publisher = await issue_key(uow, tenant_id=tenant.id, name="pub", scopes=["events:publish"])
-            _, reader = await issue_key(uow, tenant_id=tenant.id, name="sub", scopes=["events:subscribe"])
-    finally:
-        await db.dispose()
-    return publisher, reader
 
 
 async def _publish(address: str, key: str, subjects: list[str]) -> None:
@@ -73,7 +54,7 @@ async def test_tail_prints_events_and_resumes_after_its_cursor(
 ) -> None:
     env, port, _ = server_process
     address = f"127.0.0.1:{port}"
-    publisher, reader = await _keys(Path(env["NEXUS_VAR_DIR"]))
+    publisher, reader = await event_keys(f"sqlite+aiosqlite:///{Path(env['NEXUS_VAR_DIR']) / 'nexus.db'}")
     cursor = tmp_path / "cursor"
     await _publish(address, publisher, ["a", "b"])
     first = _tail(address, reader, cursor, env)

@@ -20,7 +20,6 @@ from nexus_server.common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.identity import onetime, passwords, sessions, store, totp, validation
 from nexus_server.identity.deps import Client, Identity
@@ -56,24 +55,7 @@ async def register(
     await deps.keys.ready()
     async with deps.db.unit_of_work() as uow:
         now = uow.clock.now()
-        user = store.UserRow(
-            id=new_id("usr", now_ms=int(now.timestamp() * 1000)),
-            email=address,
-            password_hash=password_hash,
-            display_name=name,
-            email_verified=False,
-            status="active",
-            platform_admin=False,
-            totp_secret=None,
-            totp_pending_secret=None,
-            totp_pending_expire_time=None,
-            totp_last_step=None,
-            create_time=now,
-            update_time=now,
-            last_login_time=None,
-            disable_time=None,
-            disable_reason="",
-        )
+        user = store.new_user(email=address, password_hash=password_hash, display_name=name, now=now)
         if not await store.insert_user(uow.session, user):
             raise AlreadyExists("an account with this email already exists", reason="EMAIL_TAKEN")
         await uow.append_event("user.registered", {"user_id": user.id, "email": address}, subject=user.id)

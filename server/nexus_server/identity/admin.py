@@ -12,7 +12,7 @@ from nexus_server.common.errors import (
     NotFound,
     PreconditionViolation,
 )
-from nexus_server.common.ids import is_id, new_id
+from nexus_server.common.ids import is_id
 from nexus_server.identity import passwords, sessions, store, validation
 from nexus_server.identity.deps import Identity
 
@@ -110,27 +110,14 @@ async def create_admin(
     password_hash = await deps.hasher.hash(password)
     async with deps.db.unit_of_work() as uow:
         now = uow.clock.now()
-        user_id = new_id("usr", now_ms=int(now.timestamp() * 1000))
-        await store.insert_user(
-            uow.session,
-            store.UserRow(
-                id=user_id,
-                email=address,
-                password_hash=password_hash,
-                display_name=validation.display_name(display_name),
-                email_verified=True,  # created by the operator, who vouches for the address
-                status="active",
-                platform_admin=True,
-                totp_secret=None,
-                totp_pending_secret=None,
-                totp_pending_expire_time=None,
-                totp_last_step=None,
-                create_time=now,
-                update_time=now,
-                last_login_time=None,
-                disable_time=None,
-                disable_reason="",
-            ),
+        user = store.new_user(
+            email=address,
+            password_hash=password_hash,
+            display_name=validation.display_name(display_name),
+            now=now,
+            email_verified=True,  # created by the operator, who vouches for the address
+            platform_admin=True,
         )
-        await uow.append_event("user.registered", {"user_id": user_id, "email": address}, subject=user_id)
-    return user_id, True
+        await store.insert_user(uow.session, user)
+        await uow.append_event("user.registered", {"user_id": user.id, "email": address}, subject=user.id)
+    return user.id, True

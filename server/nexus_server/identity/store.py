@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nexus_server.common.ids import new_id
 from nexus_server.db.types import UtcDateTime
 from nexus_server.identity.tables import (
     known_devices,
@@ -41,6 +42,36 @@ class UserRow:
     last_login_time: datetime | None
     disable_time: datetime | None
     disable_reason: str
+
+
+def new_user(
+    *,
+    email: str,
+    password_hash: str,
+    display_name: str,
+    now: datetime,
+    email_verified: bool = False,
+    platform_admin: bool = False,
+) -> UserRow:
+    """A fresh active account: no second factor, never logged in, its id ordered by `now`."""
+    return UserRow(
+        id=new_id("usr", now_ms=int(now.timestamp() * 1000)),
+        email=email,
+        password_hash=password_hash,
+        display_name=display_name,
+        email_verified=email_verified,
+        status="active",
+        platform_admin=platform_admin,
+        totp_secret=None,
+        totp_pending_secret=None,
+        totp_pending_expire_time=None,
+        totp_last_step=None,
+        create_time=now,
+        update_time=now,
+        last_login_time=None,
+        disable_time=None,
+        disable_reason="",
+    )
 
 
 @dataclass(frozen=True)
