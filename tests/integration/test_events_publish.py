@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -12,6 +14,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from nexus.events.v1 import events_service_pb2 as pb
 from nexus.events.v1 import events_service_pb2_grpc as rpc
 from nexus_server.app.server import NexusServer
+from nexus_server.events.envelope import Draft
 from tests.support import User, field_violations, issue_key, key_metadata, make_tenant, reason, register_user
 
 
@@ -189,3 +192,82 @@ async def test_nexus_own_events_are_in_the_tenants_log(channel: grpc.aio.Channel
     )
     assert "tenant.created" in {e.type for e in listed.events}
     assert listed.events[0].sequence == 1
+
+
+async def test_concurrent_publishes_share_commits_and_each_gets_its_own_event(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    """Group commit (events/appender.py): calls that arrive while the tenant's commit runs
+    go together in the next one; each still gets its own event, in one gap-free run."""
+    appender = server[0].ctx.extras["events.appender"]
+    stub = rpc.EventsServiceStub(channel)
+    commits_before, appended_before = appender.commits, appender.appended
+    calls = [
+        stub.PublishEvent(
+            pb.PublishEventRequest(type="deal.won", source="crm", data=_data(i=i)), metadata=tenant.publisher
+        )
+        for i in range(40)
+    ]
+    events = await asyncio.gather(*calls)
+    assert len({e.id for e in events}) == 40
+    assert sorted(e.sequence for e in events) == list(
+        range(min(e.sequence for e in events), min(e.sequence for e in events) + 40)
+    )
+    assert sorted(e.data["i"] for e in events) == list(range(40))
+    assert appender.appended - appended_before == 40
+    # 40 calls in flight at once cannot have needed 40 transactions.
+    assert appender.commits - commits_before < 40
+
+
+async def test_in_one_group_a_repeated_key_returns_the_first_event_and_a_reused_one_fails_alone(
+    channel: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    stub = rpc.EventsServiceStub(channel)
+
+    def call(key: str, type: str = "deal.won") -> Any:
+        return stub.PublishEvent(
+            pb.PublishEventRequest(type=type, source="crm", idempotency_key=key), metadata=tenant.publisher
+        )
+
+    # Concurrent first uses of one key: whichever commits first, every call gets that event.
+    first_uses = await asyncio.gather(*(call("same-key") for _ in range(6)))
+    assert len({e.id for e in first_uses}) == 1
+    results = await asyncio.gather(
+        *(call("same-key") for _ in range(5)),
+        call("same-key", type="deal.lost"),  # the key again, with another envelope
+        *(call(f"own-{i}") for i in range(6)),
+        return_exceptions=True,
+    )
+    repeated, reused, own = results[:5], results[5], results[6:]
+    assert [r.id for r in repeated] == [first_uses[0].id] * 5  # type: ignore[union-attr]
+    assert isinstance(reused, grpc.aio.AioRpcError)
+    assert reused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason(reused) == "IDEMPOTENCY_KEY_REUSED"
+    # The refusal failed that call alone: its group's other events were stored.
+    assert len({r.id for r in own}) == 6 and not any(isinstance(r, BaseException) for r in own)
+    listed = await stub.ListEvents(
+        pb.ListEventsRequest(page_size=100, sources=["crm"]), metadata=tenant.reader
+    )
+    keys = [e.idempotency_key for e in listed.events]
+    assert keys.count("same-key") == 1 and len(keys) == 7  # nothing stored twice, nothing lost
+
+
+async def test_a_publish_given_up_while_waiting_for_its_group_stores_nothing(
+    server: tuple[NexusServer, int], tenant: Tenant
+) -> None:
+    appender = server[0].ctx.extras["events.appender"]
+    first = asyncio.create_task(
+        appender.publish(tenant_id=tenant.id, publisher_key_id="", draft=Draft("deal.won", "crm"))
+    )
+    for _ in range(3):
+        await asyncio.sleep(0)  # the first call's transaction is under way
+    given_up = asyncio.create_task(
+        appender.publish(tenant_id=tenant.id, publisher_key_id="", draft=Draft("deal.lost", "crm"))
+    )
+    await asyncio.sleep(0)  # queued behind it
+    given_up.cancel()
+    stored = await first
+    with pytest.raises(asyncio.CancelledError):
+        await given_up
+    after = await appender.publish(tenant_id=tenant.id, publisher_key_id="", draft=Draft("deal.won", "crm"))
+    assert after.sequence == stored.sequence + 1  # nothing between: the cancelled one was not stored

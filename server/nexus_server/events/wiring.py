@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nexus_server.app.context import AppContext
 from nexus_server.events import convert
+from nexus_server.events.appender import Appender
 from nexus_server.events.hub import Hub
 from nexus_server.events.service import EventsServicer
 from nexus_server.events.wakeups import PgWakeups
@@ -28,4 +29,7 @@ def build(ctx: AppContext) -> object | None:
         ctx.db.event_listeners.append(wakeups.on_commit)
         ctx.background.append(wakeups.listen_forever)
         ctx.on_stop.append(wakeups.close)
-    return EventsServicer(ctx, hub)
+    appender = Appender(ctx.db)
+    ctx.extras["events.appender"] = appender
+    ctx.on_stop.append(appender.close)
+    return EventsServicer(ctx, hub, appender)
