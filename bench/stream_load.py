@@ -63,6 +63,7 @@ class StreamPlan:
     event_type: str = "bench.tick"
     read_batch: float = 0.0005  # seconds a subscriber process waits after a wake-up before reading
     max_batch: int = 0  # SubscribeRequest.max_batch: events one message may carry (0: one each)
+    max_batch_delay: float = 0.0  # SubscribeRequest.max_batch_delay, seconds (0: never held)
 
 
 @dataclass
@@ -106,12 +107,13 @@ def run_streams(address: str, plan: StreamPlan, server_pid: int, options: LoadOp
 
         measured = measure_window(conns, options, server_pid)
 
-        deliveries, heartbeats, client_cpu = 0, 0, 0.0
+        deliveries, messages, heartbeats, client_cpu = 0, 0, 0, 0.0
         errors: Counter[str] = Counter()
         latencies: array[float] = array("d")
         for conn in subs:
             report = _expect(conn, "done", 60.0 + options.duration)
             deliveries += report["events"]
+            messages += report["messages"]
             heartbeats += report["heartbeats"]
             client_cpu += report["cpu"]
             errors.update(report["errors"])
@@ -144,6 +146,10 @@ def run_streams(address: str, plan: StreamPlan, server_pid: int, options: LoadOp
         options,
     )
     result.notes += _notes(plan, result, published, heartbeats, open_seconds, open_cpu, rss_before)
+    if plan.rate > 0 and messages:
+        result.notes.insert(
+            1, f"{messages / window:,.0f} event messages/s: {deliveries / messages:.2f} events a message"
+        )
     return result
 
 
@@ -212,13 +218,17 @@ def _subscriber_main(
         conn.close()
 
 
-def subscribe_request(heartbeat: float, max_batch: int = 0) -> bytes:
+def subscribe_request(heartbeat: float, max_batch: int = 0, max_batch_delay: float = 0.0) -> bytes:
     from google.protobuf import duration_pb2
 
     from nexus.events.v1 import events_service_pb2 as pb
 
     interval = duration_pb2.Duration(seconds=int(heartbeat), nanos=int(heartbeat % 1 * 1e9))
-    return pb.SubscribeRequest(heartbeat_interval=interval, max_batch=max_batch).SerializeToString()
+    delay = duration_pb2.Duration(nanos=round(max_batch_delay * 1e9) % 1_000_000_000)
+    delay.seconds = int(max_batch_delay)
+    return pb.SubscribeRequest(
+        heartbeat_interval=interval, max_batch=max_batch, max_batch_delay=delay
+    ).SerializeToString()
 
 
 # In a published event's bytes, the data Struct's entry {"t": <double>}: key "t" (field 1),
@@ -266,6 +276,7 @@ class _Tally:
         self.t_end = math.inf
         self.established = 0  # streams whose first message (a heartbeat) arrived
         self.events = 0
+        self.messages = 0  # messages that carried events (one, or a batch)
         self.heartbeats = 0
         self.latencies: array[float] = array("d")
 
@@ -281,6 +292,7 @@ class _Tally:
         if tag == b"\x12":
             self.heartbeats += 1
             return
+        self.messages += 1
         if tag == b"\x1a":
             now = time.time()
             for event in batch_events(raw):
@@ -310,7 +322,7 @@ def _subscriber(conn: Connection, address: str, plan: StreamPlan, first: int, la
     host, port = address.rsplit(":", 1)
     tally = _Tally()
     reader = stream_h2.Reader(host, int(port), tally.take, batch=plan.read_batch)
-    request = subscribe_request(plan.heartbeat, plan.max_batch)
+    request = subscribe_request(plan.heartbeat, plan.max_batch, plan.max_batch_delay)
     try:
         for _ in range(max(1, plan.channels)):
             reader.connect()
@@ -349,6 +361,7 @@ def _subscriber(conn: Connection, address: str, plan: StreamPlan, first: int, la
             {
                 "kind": "done",
                 "events": tally.events,
+                "messages": tally.messages,
                 "heartbeats": tally.heartbeats,
                 "errors": dict(errors),
                 "cpu": cpu,

@@ -307,6 +307,44 @@ async def test_a_batch_size_out_of_range_is_invalid_argument(
     assert field_violations(reader.error) == ["max_batch"]
 
 
+async def test_a_batch_delay_gathers_a_steady_flow_into_few_messages_and_loses_nothing(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel, readers: list[Reader]
+) -> None:
+    _, publisher, reader_md, _ = await _keys(server[0], channel)
+    one_second = duration_pb2.Duration(seconds=1)
+    gathered = subscribe(channel, reader_md, readers, max_batch=100, max_batch_delay=one_second)
+    plain = subscribe(channel, reader_md, readers, max_batch=100)
+    for reader in (gathered, plain):
+        await reader.until(lambda r: r.heartbeats)
+    start = gathered.heartbeats[0].head_sequence
+    # Published one after another (each waits for its answer): without a delay nothing is
+    # ever waiting, so each event is a message of its own.
+    published = await publish(channel, publisher, 30)
+    for reader in (gathered, plain):
+        await reader.until(lambda r: len(r.events) >= 30)
+        assert [e.id for e in reader.events] == [e.id for e in published]
+        assert_gap_free(reader.events, start + 1)
+    messages = len(gathered.events) - sum(gathered.batch_sizes) + len(gathered.batch_sizes)
+    # The first event went at once; the rest came at most one message per second.
+    assert messages < 30 and gathered.batch_sizes
+
+
+@pytest.mark.parametrize(("seconds", "nanos"), [(1, 1), (2, 0), (-1, 0), (0, -5)])
+async def test_a_batch_delay_out_of_range_is_invalid_argument(
+    server: tuple[NexusServer, int],
+    channel: grpc.aio.Channel,
+    readers: list[Reader],
+    seconds: int,
+    nanos: int,
+) -> None:
+    _, _, reader_md, _ = await _keys(server[0], channel)
+    delay = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+    reader = subscribe(channel, reader_md, readers, max_batch=10, max_batch_delay=delay)
+    await reader.until(lambda r: r.error is not None)
+    assert reader.error is not None and reader.error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(reader.error) == ["max_batch_delay"]
+
+
 @pytest.fixture
 async def small_server(settings: Settings) -> AsyncIterator[tuple[NexusServer, grpc.aio.Channel]]:
     """A second server on the same database whose subscribers buffer at most 8 events."""

@@ -14,7 +14,7 @@ from nexus_server.db.uow import StoredEvent
 from nexus_server.events.envelope import Draft
 from nexus_server.events.hub import Entry
 from nexus_server.events.listing import ListQuery
-from nexus_server.events.subscription import MAX_BATCH, Heartbeat, Start
+from nexus_server.events.subscription import MAX_BATCH, MAX_BATCH_DELAY, Heartbeat, Start
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
@@ -118,6 +118,17 @@ def max_batch(request: events_service_pb2.SubscribeRequest) -> int:
     if not 0 <= request.max_batch <= MAX_BATCH:
         raise InvalidArgument(FieldViolation("max_batch", f"must be between 0 and {MAX_BATCH}"))
     return max(1, request.max_batch)
+
+
+def max_batch_delay(request: events_service_pb2.SubscribeRequest) -> float:
+    """The delay in seconds, whole milliseconds (streams with one delay share one timer)."""
+    delay = request.max_batch_delay
+    seconds = delay.seconds + delay.nanos / 1e9
+    if delay.seconds < 0 or not 0 <= delay.nanos < 1_000_000_000 or seconds > MAX_BATCH_DELAY:
+        raise InvalidArgument(
+            FieldViolation("max_batch_delay", f"must be between 0 and {MAX_BATCH_DELAY:g} second")
+        )
+    return round(seconds * 1000) / 1000
 
 
 def heartbeat(beat: Heartbeat) -> events_service_pb2.SubscribeResponse:

@@ -64,11 +64,13 @@ class Subscriber:
         "beat_due",
         "buffer",
         "buffered_bytes",
+        "delay",
         "filter",
         "live",
         "max_bytes",
         "max_events",
         "overflows",
+        "released",
         "since",
         "takes_all",
         "tenant_id",
@@ -98,6 +100,10 @@ class Subscriber:
         self.live = False
         self.overflows = 0
         self.beat_due = False  # set by the stream's heartbeat timer
+        # SubscribeRequest.max_batch_delay in seconds (0: never held): the tailer may hold
+        # this stream's wake-up that long so that events close together share a message.
+        self.delay = 0.0
+        self.released = True  # a held stream may send what it has (until it has sent it all)
         self._waiter: asyncio.Future[None] | None = None
 
     @property
@@ -131,6 +137,11 @@ class Subscriber:
             batch.append(entry)
         return batch
 
+    def may_send(self, max_batch: int) -> bool:
+        """Whether the stream sends what it has now: always, unless it asked for a delay, is
+        live, has not been released since its last send and is short of a full batch."""
+        return not self.delay or self.released or not self.live or len(self.buffer) >= max_batch
+
     def wants(self, event: StoredEvent) -> bool:
         if self.since is not None:
             if event.create_time < self.since:
@@ -156,9 +167,10 @@ class Subscriber:
         self.beat_due = True
         self.wake()
 
-    def offer(self, entries: Sequence[Entry]) -> bool:
+    def offer(self, entries: Sequence[Entry], wake: bool = True) -> bool:
         """Take the tailer's next events; False when they do not fit (or do not follow on)
-        and the subscriber must go back to reading the log from `through`."""
+        and the subscriber must go back to reading the log from `through`. With `wake`
+        false the caller wakes the stream later (pacing); an overflow wakes it at once."""
         accepted = True
         through = self.through
         buffer = self.buffer
@@ -181,7 +193,8 @@ class Subscriber:
                 self.buffered_bytes += entry.size
             through = sequence
         self.through = through
-        self.wake()
+        if wake or not accepted:
+            self.wake()
         return accepted
 
 
@@ -197,9 +210,15 @@ class Tailer:
         self.pending: dict[int, StoredEvent] = {}
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
+        # Streams with a max_batch_delay, by delay: offered events but not woken yet, when
+        # their delay's group was last released (loop time), and its pending release.
+        self._held: dict[float, set[Subscriber]] = {}
+        self._released_at: dict[float, float] = {}
+        self._timers: dict[float, asyncio.TimerHandle] = {}
 
     def attach(self, subscriber: Subscriber) -> None:
         subscriber.live = True
+        subscriber.released = True  # what it read from the log goes at once
         self.live.add(subscriber)
 
     def detach(self, subscriber: Subscriber) -> None:
@@ -227,6 +246,8 @@ class Tailer:
     def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        for delay in list(self._held):
+            self._release(delay)
 
     async def _read_log(self) -> None:
         while self._dirty and self.users > 0:
@@ -268,10 +289,42 @@ class Tailer:
         render = self.hub.render
         entries = [Entry(event, render) for event in batch]
         self.position = batch[-1].sequence
+        held = self._held
         for subscriber in list(self.live):
-            if not subscriber.offer(entries):
+            delay = subscriber.delay
+            if not subscriber.offer(entries, wake=not delay):
                 self.detach(subscriber)
                 self.hub.detached += 1
+            elif delay:
+                group = held.get(delay)
+                if group is None:
+                    group = held[delay] = set()
+                group.add(subscriber)
+        if held:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            for delay in list(held):
+                if delay in self._timers:
+                    continue  # its release is already due
+                due = self._released_at.get(delay, -delay) + delay
+                if due <= now:
+                    self._release(delay)  # quiet for a delay or more: these go at once
+                else:
+                    self._timers[delay] = loop.call_at(due, self._release, delay)
+
+    def _release(self, delay: float) -> None:
+        """Wake the held streams of one delay: one wake-up each, for all offered meanwhile."""
+        timer = self._timers.pop(delay, None)
+        if timer is not None:
+            timer.cancel()
+        group = self._held.pop(delay, None)
+        if group:
+            self._released_at[delay] = asyncio.get_running_loop().time()
+            for subscriber in group:
+                subscriber.released = True
+                subscriber.wake()
+        elif delay in self._released_at:
+            del self._released_at[delay]
 
 
 class Hub:

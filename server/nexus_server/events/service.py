@@ -48,6 +48,7 @@ class EventsServicer:
         if violations:
             raise InvalidArgument(violations)
         max_batch = convert.max_batch(request)
+        max_batch_delay = convert.max_batch_delay(request)
         stream = subscription.subscribe(
             self.hub,
             self.ctx.clock,
@@ -57,6 +58,7 @@ class EventsServicer:
             heartbeat=subscription.heartbeat_seconds(convert.heartbeat_request(request)),
             still_allowed=self._still_allowed(call),
             max_batch=max_batch,
+            max_batch_delay=max_batch_delay,
         )
         async for item in stream:
             # An event's message is bytes serialized once for every subscriber (hub.Entry).

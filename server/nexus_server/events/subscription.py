@@ -26,6 +26,7 @@ MIN_HEARTBEAT = 1.0
 MAX_HEARTBEAT = 60.0
 _REPLAY_BATCH = 256
 MAX_BATCH = 1000
+MAX_BATCH_DELAY = 1.0  # seconds
 # A batch message stays well under gRPC's default 4 MiB receive limit, whatever the events'
 # sizes: a larger event goes alone.
 MAX_BATCH_BYTES = 1024 * 1024
@@ -71,11 +72,13 @@ async def subscribe(
     heartbeat: float,
     still_allowed: Callable[[], Awaitable[None]] | None = None,
     max_batch: int = 1,
+    max_batch_delay: float = 0.0,
 ) -> AsyncIterator[Entry | Batch | Heartbeat]:
     """The stream's messages: a heartbeat at once, then events and periodic heartbeats.
     `still_allowed` raises (e.g. Unauthenticated) when the stream must end. With
-    `max_batch` above 1, events already waiting together go as one Batch; a lone event
-    is never held back to make one."""
+    `max_batch` above 1, events already waiting together go as one Batch; with a
+    `max_batch_delay` too, the tailer holds live events up to that long (hub.Tailer's
+    pacing) so that more wait together."""
     since: datetime | None = None
     # A tenant already followed here has a known committed head: the tailer's position.
     # Starting from it costs no read (a reconnect storm of thousands of subscribers is
@@ -95,6 +98,7 @@ async def subscribe(
         max_events=hub.max_events,
         max_bytes=hub.max_bytes,
     )
+    subscriber.delay = max_batch_delay if max_batch > 1 else 0.0
     tailer = hub.open(subscriber, head)
     loop = asyncio.get_running_loop()
     beat: asyncio.TimerHandle | None = None
@@ -110,11 +114,14 @@ async def subscribe(
                     await still_allowed()
                 yield _heartbeat(tailer.position, subscriber, clock)
                 beat = loop.call_later(heartbeat, subscriber.ring)
-            elif subscriber.buffer:
+            elif subscriber.buffer and subscriber.may_send(max_batch):
                 if max_batch > 1 and len(subscriber.buffer) > 1:
                     entries = subscriber.take_batch(max_batch, MAX_BATCH_BYTES)
+                    if not subscriber.buffer:
+                        subscriber.released = False
                     yield Batch(entries) if len(entries) > 1 else entries[0]
                 else:
+                    subscriber.released = False
                     yield subscriber.take()
             elif not subscriber.live:
                 if subscriber.through >= tailer.position:

@@ -104,6 +104,7 @@ class SubscribeRequest(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     MAX_BATCH_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_DELAY_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """Resume after this sequence: the first event streamed is the first
     matching event with a greater sequence. 0 replays the whole log. Must not
@@ -115,8 +116,8 @@ class SubscribeRequest(_message.Message):
     several events are already waiting to be sent (during a replay, or when the
     stream falls behind a burst), up to this many arrive together in one
     `events` message, in sequence order; a single waiting event still comes as
-    `event` at once, so batching never delays delivery. Batches cut the
-    per-message cost of a busy stream on both ends.
+    `event`. Without `max_batch_delay` batching never delays delivery. Batches
+    cut the per-message cost of a busy stream on both ends.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -148,6 +149,17 @@ class SubscribeRequest(_message.Message):
         Envoy, a duration string such as `10s`.
         """
 
+    @_builtins.property
+    def max_batch_delay(self) -> _duration_pb2.Duration:
+        """How long the server may hold a live event so that the events following it
+        join its message: from 0 to 1 second, only with `max_batch` above 1. Absent
+        or zero never holds an event. Otherwise a stream gets at most one message
+        per delay while events keep coming, and an event that comes after a quiet
+        delay still goes at once: a steady flow costs fewer, larger messages, for
+        at most this much added latency. A full batch (`max_batch` events) goes
+        without waiting. Through Envoy, a duration string such as `0.05s`.
+        """
+
     def __init__(
         self,
         *,
@@ -157,10 +169,11 @@ class SubscribeRequest(_message.Message):
         since: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
         max_batch: _builtins.int = ...,
+        max_batch_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "since", b"since", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "max_batch_delay", b"max_batch_delay", "since", b"since", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "max_batch", b"max_batch", "since", b"since", "sources", b"sources", "start", b"start", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "heartbeat_interval", b"heartbeat_interval", "max_batch", b"max_batch", "max_batch_delay", b"max_batch_delay", "since", b"since", "sources", b"sources", "start", b"start", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_start: _TypeAlias = _typing.Literal["after_sequence", "since"]  # noqa: Y015
     _WhichOneofArgType_start: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
