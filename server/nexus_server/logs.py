@@ -78,21 +78,39 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record) + "\n"
-            if record.name != ACCESS_LOGGER or record.levelno >= logging.WARNING:
-                with self.lock:  # type: ignore[union-attr]
-                    self._pending.append(line)
-                    self._write_pending()
-                return
-            with self.lock:  # type: ignore[union-attr]
-                self._pending.append(line)
-                self._pending_bytes += len(line)
-                if self._pending_bytes >= _FLUSH_BYTES:
-                    self._write_pending()
-                elif self._flusher is None:
-                    self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
-                    self._flusher.start()
+            self._add(line, record.name != ACCESS_LOGGER or record.levelno >= logging.WARNING)
         except Exception:
             self.handleError(record)
+
+    def emit_access(self, levelno: int, fields: dict[str, Any]) -> None:
+        """An access line without a LogRecord: the line JsonFormatter would write for one
+        with these extra fields (None left out). Only when this handler alone sees the
+        access logger's lines (`sole_handler`)."""
+        if levelno < self.level:
+            return
+        entry: dict[str, Any] = {
+            "time": _clock.iso(time.time()),
+            "level": logging.getLevelName(levelno).lower(),
+            "logger": ACCESS_LOGGER,
+            "message": "rpc",
+        }
+        for key, value in fields.items():
+            if value is not None:
+                entry[key] = value
+        self._add(_encode(entry) + "\n", levelno >= logging.WARNING)
+
+    def _add(self, line: str, urgent: bool) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            if urgent:
+                self._write_pending()
+                return
+            self._pending_bytes += len(line)
+            if self._pending_bytes >= _FLUSH_BYTES:
+                self._write_pending()
+            elif self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
+                self._flusher.start()
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -119,6 +137,25 @@ class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]
         while not self._closed:
             time.sleep(FLUSH_INTERVAL)
             self.flush()
+
+
+def sole_handler(logger: logging.Logger) -> JsonLinesHandler | None:
+    """The JsonLinesHandler (with JsonFormatter, no filters) that alone receives `logger`'s
+    lines, or None when anything else would see them too (another handler, a filter: tests'
+    capture, an operator's own setup). Then a line may skip the LogRecord."""
+    found: JsonLinesHandler | None = None
+    if logger.filters:
+        return None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None or type(handler) is not JsonLinesHandler or handler.filters:
+                return None
+            if type(handler.formatter) is not JsonFormatter:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    return found
 
 
 def configure(level: str = "INFO") -> None:

@@ -85,3 +85,35 @@ def test_closing_writes_what_is_pending() -> None:
     h.handle(_record(logs.ACCESS_LOGGER, request_id="req_close"))
     h.close()
     assert json.loads(stream.getvalue())["request_id"] == "req_close"
+
+
+def test_an_access_line_without_a_record_is_the_line_a_record_makes(
+    handler: tuple[logs.JsonLinesHandler, io.StringIO],
+) -> None:
+    h, stream = handler
+    fields = {"request_id": "req_1", "method": "/x.Y/Z", "code": "OK", "reason": None, "duration_ms": 1.5}
+    h.handle(_record(logs.ACCESS_LOGGER, **fields))
+    h.emit_access(logging.INFO, fields)
+    h.flush()
+    by_record, direct = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert by_record.pop("time")[:16] == direct.pop("time")[:16]
+    assert by_record == direct
+
+
+def test_the_direct_path_is_taken_only_when_nothing_else_would_see_the_line() -> None:
+    root, access = logging.getLogger(), logging.getLogger(logs.ACCESS_LOGGER)
+    saved = root.handlers[:]
+    mine = logs.JsonLinesHandler(io.StringIO())
+    mine.setFormatter(logs.JsonFormatter())
+    try:
+        root.handlers[:] = [mine]
+        assert logs.sole_handler(access) is mine
+        capture = logging.Handler()  # a test's capture, an operator's extra handler
+        root.addHandler(capture)
+        assert logs.sole_handler(access) is None
+        root.removeHandler(capture)
+        mine.addFilter(lambda record: True)
+        assert logs.sole_handler(access) is None
+    finally:
+        root.handlers[:] = saved
+        mine.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import secrets
 
+from nexus_server import logs
 from nexus_server.interceptors.call import Call
 
-log = logging.getLogger("nexus.access")
+log = logging.getLogger(logs.ACCESS_LOGGER)
 _QUIET_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
 
 
@@ -31,18 +32,24 @@ class RequestLog:
         level = logging.DEBUG if call.method.service in _QUIET_SERVICES else logging.INFO
         if not log.isEnabledFor(level):
             return
+        fields = {
+            "request_id": call.request_id,
+            "method": call.method.full_name,
+            "code": call.code.name,
+            "reason": call.error_reason or None,
+            "duration_ms": round(call.elapsed() * 1000, 3),
+            "peer": call.peer,
+            "tenant_id": call.tenant_id or None,
+        }
+        handler = logs.sole_handler(log)
+        if handler is not None:
+            # The same line, without a LogRecord (about a third of the line's cost).
+            handler.emit_access(level, fields)
+            return
         # Logger.log's work without its stack walk to find the caller (always this line)
         # and without makeRecord's check of each extra field (these never clash).
         record = logging.LogRecord(log.name, level, __file__, _LINE, "rpc", (), None, "after")
-        record.__dict__.update(
-            request_id=call.request_id,
-            method=call.method.full_name,
-            code=call.code.name,
-            reason=call.error_reason or None,
-            duration_ms=round(call.elapsed() * 1000, 3),
-            peer=call.peer,
-            tenant_id=call.tenant_id or None,
-        )
+        record.__dict__.update(fields)
         log.handle(record)
 
 
