@@ -1,9 +1,10 @@
 """Issue 7's speed: Subscribe fan-out, publish→deliver latency, idle subscriptions' memory.
 
     events-fanout-single  1,000 streams, one event a message: deliveries/s beside the bare floor
-    events-fanout    1,000 streams asking max_batch=100 and max_batch_delay=50 ms, events
-                     published faster than the target needs: deliveries/s
-    events-latency   the same streams at half the target rate: publish→deliver p99
+    events-fanout    1,000 streams asking max_batch=100 and max_batch_delay=100 ms (throughput
+                     first), events published faster than the target needs: deliveries/s
+    events-latency   1,000 streams asking max_batch=100 without a delay (latency first), at
+                     half the target rate: publish→deliver p99
     events-bare-latency  the bare floor at that rate: the p99 of writing every event to
                      1,000 streams with nothing else done (this machine's floor for the above)
     events-idle      10,000 streams with nothing published: the server's RSS
@@ -15,7 +16,13 @@ committed, offered and sent before the next one is: one event a message, and the
 publishes starve behind the sends (measured: 1.00 events a message, ~27 events/s
 published of 60). With max_batch_delay the tailer wakes such a stream at most once per
 delay, so the sends leave room for the publishes and each message carries what came
-meanwhile (measured: ~3 events a message at 60/s).
+meanwhile (measured at 60 events/s: ~3 events a message with 50 ms, the server still
+CPU-bound; ~5.4 with 100 ms, the server no longer saturated).
+
+Why the latency target is out of reach here: a live event goes to 1,000 streams as 1,000
+messages, and at ~30-45 µs a message (the bare floor's CPU per delivery, same run) the
+last stream gets it 30-45 ms after the first, before any queueing. events-bare-latency
+measures that floor at the same rate: its p99, not 25 ms, is what this machine allows.
 
 These rows are driven by bench/stream_load.py (subscriber processes reading with
 bench/stream_h2.py, one open-loop publisher), not by the unary load generator: `calls/s` is
@@ -48,7 +55,7 @@ TARGET_DELIVERIES = 50_000  # per second, issue 7
 # live events held up to BATCH_DELAY seconds so that the following ones join them
 # (max_batch_delay); an event after a quiet BATCH_DELAY still goes at once.
 BATCH = 100
-BATCH_DELAY = 0.05
+BATCH_DELAY = 0.1
 KEYS = 16  # subscribe keys: opening 10,000 streams stays far below each key's limit
 BARE = ServerSpec("events-bare")  # bench/stream_bare.py
 BARE_UVLOOP = ServerSpec("events-bare", settings={"event_loop": "uvloop"})
@@ -187,10 +194,10 @@ def scenarios() -> list[Any]:
         ),
         Scenario(
             "events-latency",
-            f"publish→deliver at half the target, the same streams: {FANOUT_STREAMS} × "
-            f"{half:g} events/s (issue 7)",
+            f"publish→deliver at half the target, streams asking max_batch={BATCH} and no delay "
+            f"(latency first): {FANOUT_STREAMS} × {half:g} events/s (issue 7)",
             NEXUS,
-            prepare=_prepare(FANOUT_STREAMS, half, BATCH, BATCH_DELAY),
+            prepare=_prepare(FANOUT_STREAMS, half, BATCH),
             targets=(Target("p99", "<=", 25.0, relative=False, source="issue 7"),),
         ),
         Scenario(
