@@ -17,6 +17,8 @@
   N of the keys (say 2000: a hot set that stays cached, the table still 100k). As with
   tenants-check-half, the half row's rate comes from a short closed-loop probe just before
   it (or BENCH_APIKEYS_RATE).
+- **apikey-half-echo**: the bare echo server at that same rate: the p99 that the load
+  generator, gRPC and the machine give a server that does nothing.
 
 The PostgreSQL database is a fresh `bench_<hex>` on the server of BENCH_POSTGRES_URL
 (default postgresql+psycopg://postgres@127.0.0.1:5432/postgres, trust auth), created when a
@@ -39,7 +41,7 @@ from typing import Any
 from bench.halfpeak import HalfOfPeak, probe_peak
 from bench.load import Workload
 from bench.postgres import BenchDatabase, psycopg_url, reachable
-from bench.servers import NEXUS, RunningServer
+from bench.servers import ECHO, NEXUS, RunningServer
 
 KEYS = 256  # callers' keys: more than any run's workers (clients × concurrency)
 VERIFY = "/nexus.apikey.v1.ApiKeyService/VerifyApiKey"
@@ -218,7 +220,7 @@ def scenarios() -> list[Any]:
     """This capability's scenarios. Scenario and Target are imported here, not at the top:
     client processes unpickle the workloads by importing this module, and bench.scenarios
     imports this one."""
-    from bench.scenarios import Scenario, Target
+    from bench.scenarios import HEALTH_CHECK, Scenario, Target
 
     @dataclass(frozen=True)
     class HalfPeakTarget(Target):
@@ -263,5 +265,12 @@ def scenarios() -> list[Any]:
             prepare=seed_population,
             load=HALF,
             targets=(HalfPeakTarget("p99", "<=", 2.0, relative=False, source="issue 5"),),
+        ),
+        Scenario(
+            "apikey-half-echo",
+            "the bare echo server at apikey-verify-100k-half's rate: this harness's latency floor there",
+            ECHO,
+            HEALTH_CHECK,
+            load=HALF,
         ),
     ]
