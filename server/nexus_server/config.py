@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+from nexus_server.common.addresses import DEFAULT_TRUSTED, parse_networks
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -49,6 +51,9 @@ class Settings:
     smtp_url: str | None = None  # smtp://user:pass@host:port; None writes .eml under var_dir/mail
     mail_from: str = "Nexus <no-reply@nexus.localhost>"
     public_url: str = "http://127.0.0.1:8080"  # base of links in emails
+    # Peers whose `x-forwarded-for` names the caller (Envoy): networks, comma-separated;
+    # `none` believes no one. Other callers are known by their own address.
+    trusted_proxies: str = DEFAULT_TRUSTED
     # Tenants: the ecosystem's project catalog, `key[=Display Name],…`; empty means the
     # built-in seven (tenants/projects.py).
     projects: str = ""
@@ -108,6 +113,17 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     raw = env.get(name, "").strip().lower() or default
     if raw not in allowed:
         raise ConfigError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+    return raw
+
+
+def _proxies(env: Mapping[str, str], default: str) -> str:
+    raw = env.get("NEXUS_TRUSTED_PROXIES", default)
+    try:
+        parse_networks(raw)
+    except ValueError as error:
+        raise ConfigError(
+            f"NEXUS_TRUSTED_PROXIES: {error} (expected networks such as 10.0.0.0/8,::1)"
+        ) from None
     return raw
 
 
@@ -181,6 +197,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp_url=_url(env, "NEXUS_SMTP_URL", ("smtp", "smtps"), None),
         mail_from=env.get("NEXUS_MAIL_FROM", base.mail_from),
         public_url=env.get("NEXUS_PUBLIC_URL", base.public_url).rstrip("/"),
+        trusted_proxies=_proxies(env, base.trusted_proxies),
         projects=_projects(env),
         ratelimit_on_redis_down=_choice(
             env, "NEXUS_RATELIMIT_ON_REDIS_DOWN", ("local", "open", "closed"), base.ratelimit_on_redis_down

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -11,7 +12,8 @@ from grpc_status import rpc_status
 
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
-from nexus_server.app.server import NexusServer
+from nexus_server.app.server import NexusServer, create_server
+from nexus_server.config import Settings
 from tests.support import make_tenant, register_user
 
 
@@ -304,3 +306,21 @@ async def test_update_current_user_changes_the_display_name(channel: grpc.aio.Ch
         )
     )
     assert reason(error) == "UPDATE_MASK_INVALID"
+
+
+async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(settings: Settings) -> None:
+    """A caller reaching Nexus directly cannot name its own address (and so dodge the
+    per-address sign-in limits): with no trusted proxies, a session records the peer."""
+    srv, port = await create_server(replace(settings, trusted_proxies="none"))
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
+            user = await register_user(direct)
+            await stub(direct).Login(
+                pb.LoginRequest(email=user.email, password=user.password),
+                metadata=(("x-forwarded-for", "203.0.113.9"),),
+            )
+            listed = await stub(direct).ListSessions(pb.ListSessionsRequest(), metadata=user.metadata())
+    finally:
+        await srv.stop(grace=1)
+    assert {s.ip_address for s in listed.sessions} == {"127.0.0.1"}

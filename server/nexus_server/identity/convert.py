@@ -8,6 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import session_pb2, user_pb2
+from nexus_server.common.addresses import Network, client_address
 from nexus_server.identity.deps import Client
 from nexus_server.identity.sessions import TokenPair
 from nexus_server.identity.store import SessionRow, UserRow
@@ -69,26 +70,10 @@ def pair_fields(pair: TokenPair) -> dict[str, object]:
     }
 
 
-def _peer_address(peer: str) -> str:
-    # grpc peers look like `ipv4:127.0.0.1:5555` or `ipv6:[::1]:5555`.
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv6" and rest.startswith("["):
-        return rest[1:].partition("]")[0]
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    return ""
-
-
-def client(call: Call) -> Client:
-    """The caller's user agent and address. Behind Envoy the address is the last entry of
-    `x-forwarded-for` (the hop Envoy itself saw; earlier entries are client-supplied)."""
+def client(call: Call, trusted: tuple[Network, ...]) -> Client:
+    """The caller's user agent and address (`x-forwarded-for` only from a trusted proxy)."""
     forwarded = call.metadata.get("x-forwarded-for", "")
-    address = forwarded.rsplit(",", 1)[-1].strip() if forwarded else ""
-    if not address:
-        try:
-            address = _peer_address(call.context.peer() or "")
-        except Exception:  # a test double without a peer
-            address = ""
+    address = client_address(call.peer, forwarded, trusted)
     return Client(call.metadata.get("user-agent", "")[:512], address[:64])
 
 

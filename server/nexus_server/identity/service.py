@@ -8,6 +8,7 @@ from google.protobuf import empty_pb2
 
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import jwk_pb2, user_pb2
+from nexus_server.common import addresses
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.identity import accounts, admin, convert, factors, introspection
 from nexus_server.identity.deps import Identity
@@ -24,6 +25,7 @@ def _me() -> tuple[str, str]:
 class IdentityServicer:
     def __init__(self, deps: Identity):
         self.deps = deps
+        self.trusted = addresses.parse_networks(deps.settings.trusted_proxies)
 
     async def Register(self, request: pb.RegisterRequest, context: Any) -> pb.RegisterResponse:
         row, pair = await accounts.register(
@@ -31,7 +33,7 @@ class IdentityServicer:
             email=request.email,
             password=request.password,
             display_name=request.display_name,
-            client=convert.client(current_call()),
+            client=convert.client(current_call(), self.trusted),
         )
         return convert.register_response(row, pair)
 
@@ -43,7 +45,7 @@ class IdentityServicer:
             password=request.password,
             totp_code=request.totp_code,
             tenant_id=request.tenant_id or call.metadata.get("x-tenant-id", "").strip(),
-            client=convert.client(call),
+            client=convert.client(call, self.trusted),
         )
         return pb.LoginResponse(user=convert.user(row), **convert.pair_fields(pair))  # type: ignore[arg-type]
 
