@@ -9,7 +9,7 @@ from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
 from nexus.identity.v1 import user_pb2
 from nexus_server.app.server import NexusServer
-from tests.support import PASSWORD, User, register_user, unique
+from tests.support import PASSWORD, User, field_violations, register_user, unique
 
 
 async def admin_user(channel: grpc.aio.Channel, server: NexusServer) -> User:
@@ -48,6 +48,19 @@ async def test_list_users_pages_through_a_filter(
             metadata=admin.metadata(),
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_nul_character_in_a_filter_is_invalid_argument_not_a_database_error(
+    channel: grpc.aio.Channel, server: tuple[NexusServer, int]
+) -> None:
+    """Found by the fuzz test on PostgreSQL, whose text cannot hold NUL (SQLite's can)."""
+    admin = await admin_user(channel, server[0])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await rpc.IdentityServiceStub(channel).ListUsers(
+            pb.ListUsersRequest(email="a\x00b"), metadata=admin.metadata()
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == ["email"]
 
 
 async def test_disabling_a_user_refuses_their_tokens_and_logins(

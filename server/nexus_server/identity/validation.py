@@ -46,6 +46,9 @@ def required(value: str, field: str, max_chars: int) -> str:
 def bounded(value: str, field: str, max_chars: int) -> str:
     if len(value) > max_chars:
         raise InvalidArgument(FieldViolation(field, f"must be at most {max_chars} characters"))
+    if "\x00" in value:
+        # Valid UTF-8 and valid protobuf, but PostgreSQL's text cannot hold it.
+        raise InvalidArgument(FieldViolation(field, "must not contain NUL characters"))
     return value
 
 
