@@ -54,6 +54,8 @@ class Settings:
     # Peers whose `x-forwarded-for` names the caller (Envoy): networks, comma-separated;
     # `none` believes no one. Other callers are known by their own address.
     trusted_proxies: str = DEFAULT_TRUSTED
+    # Register calls one client address may make in 15 minutes (each hashes a password).
+    signups_per_address: int = 30
     # Tenants: the ecosystem's project catalog, `key[=Display Name],…`; empty means the
     # built-in seven (tenants/projects.py).
     projects: str = ""
@@ -198,6 +200,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mail_from=env.get("NEXUS_MAIL_FROM", base.mail_from),
         public_url=env.get("NEXUS_PUBLIC_URL", base.public_url).rstrip("/"),
         trusted_proxies=_proxies(env, base.trusted_proxies),
+        signups_per_address=_int(env, "NEXUS_SIGNUPS_PER_ADDRESS", base.signups_per_address, 1, 10_000_000)
+        or base.signups_per_address,
         projects=_projects(env),
         ratelimit_on_redis_down=_choice(
             env, "NEXUS_RATELIMIT_ON_REDIS_DOWN", ("local", "open", "closed"), base.ratelimit_on_redis_down

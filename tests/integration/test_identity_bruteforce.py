@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import grpc
 from google.rpc import error_details_pb2
@@ -11,6 +12,8 @@ from grpc_status import rpc_status
 
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
+from nexus_server.app.server import create_server
+from nexus_server.config import Settings
 from nexus_server.identity.throttle import Policy
 from tests.support import register_user
 
@@ -84,3 +87,35 @@ async def test_a_right_password_clears_earlier_failures(channel: grpc.aio.Channe
     assert await _attempt(channel, user.email, user.password, address) == "OK"
     for n in range(LIMIT - 1):
         assert await _attempt(channel, user.email, f"Wrong-Guess-{n}!x", address) == "INVALID_CREDENTIALS"
+
+
+async def test_sign_ups_per_address_are_limited_before_any_hash(settings: Settings) -> None:
+    """Each Register hashes a password (the costliest thing an anonymous caller can ask
+    for): past the limit an address waits, with RetryInfo, and the refused call stores
+    nothing; another address is not affected."""
+    srv, port = await create_server(replace(settings, signups_per_address=3))
+    await srv.start()
+    address, other = _address(), _address()
+
+    async def sign_up(email: str, at: str) -> grpc.aio.AioRpcError | None:
+        try:
+            await rpc.IdentityServiceStub(direct).Register(
+                pb.RegisterRequest(email=email, password="Correct-Horse-9!"),
+                metadata=(("x-forwarded-for", at),),
+            )
+        except grpc.aio.AioRpcError as error:
+            return error
+        return None
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as direct:
+            emails = [f"signup-{uuid.uuid4().hex}@example.com" for _ in range(4)]
+            assert [await sign_up(e, address) for e in emails[:3]] == [None, None, None]
+            refused = await sign_up(emails[3], address)
+            assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            reason, delay = _details(refused)
+            assert reason == "SIGNUP_THROTTLED" and delay is not None and delay > 0
+            # Nothing was stored for the refused call: its email is free from elsewhere.
+            assert await sign_up(emails[3], other) is None
+    finally:
+        await srv.stop(grace=1)

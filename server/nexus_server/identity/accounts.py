@@ -51,6 +51,8 @@ async def register(
     address = validation.email(email)
     name = validation.display_name(display_name)
     passwords.check_policy(password, "password")
+    # Counted before the hash: a bcrypt run is the costliest thing an anonymous caller can ask.
+    await deps.throttle.admit_signup(client.ip_address)
     password_hash = await deps.hasher.hash(password)
     await deps.keys.ready()
     async with deps.db.unit_of_work() as uow:
@@ -223,6 +225,9 @@ async def reset_password(deps: Identity, *, token: str, new_password: str) -> No
     if not new_password:
         raise InvalidArgument(FieldViolation("new_password", "is required"))
     passwords.check_policy(new_password, "new_password")
+    # A made-up or spent token is refused before the hash: it costs a read, not a bcrypt run.
+    async with deps.db.unit_of_work(readonly=True) as uow:
+        await onetime.check(uow, token, onetime.RESET_PASSWORD)
     password_hash = await deps.hasher.hash(new_password)
     async with deps.db.unit_of_work() as uow:
         row = await onetime.redeem(uow, token, onetime.RESET_PASSWORD)

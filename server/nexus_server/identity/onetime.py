@@ -6,7 +6,7 @@ link works.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nexus_server.common.errors import (
     FailedPrecondition,
@@ -48,28 +48,38 @@ def check_shape(token: str, field: str = "token") -> None:
         raise InvalidArgument(FieldViolation(field, f"must be at most {MAX_TOKEN_CHARS} characters"))
 
 
+async def check(uow: UnitOfWork, token: str, purpose: str) -> store.OneTimeRow:
+    """What `redeem` would refuse, refused without spending the token: run before costly work
+    (hashing a new password) so a made-up token costs the server one read."""
+    row = await store.get_one_time(uow.session, digest(token))
+    return _usable(row, purpose, uow.clock.now())
+
+
 async def redeem(uow: UnitOfWork, token: str, purpose: str) -> store.OneTimeRow:
     """Spend the token (shape already checked) and return it, or say why it cannot be used."""
-    row = await store.get_one_time(uow.session, digest(token))
+    row = _usable(await store.get_one_time(uow.session, digest(token)), purpose, uow.clock.now())
+    if not await store.use_one_time(uow.session, row.token_hash, uow.clock.now()):
+        raise FailedPrecondition(
+            "this link was already used", reason="ONE_TIME_TOKEN_USED", violations=_AGAIN
+        )
+    return row
+
+
+_AGAIN = [PreconditionViolation("TOKEN", "token", "request a new email")]
+
+
+def _usable(row: store.OneTimeRow | None, purpose: str, now: datetime) -> store.OneTimeRow:
     if row is None or row.purpose != purpose:
         raise InvalidArgument(
             FieldViolation("token", "is not a valid link token; request a new email"),
             reason="ONE_TIME_TOKEN_INVALID",
         )
-    now = uow.clock.now()
-    violation = [PreconditionViolation("TOKEN", "token", "request a new email")]
     if row.used_time is not None:
         raise FailedPrecondition(
             "this link was already used or replaced by a newer one",
             reason="ONE_TIME_TOKEN_USED",
-            violations=violation,
+            violations=_AGAIN,
         )
     if row.expire_time <= now:
-        raise FailedPrecondition(
-            "this link has expired", reason="ONE_TIME_TOKEN_EXPIRED", violations=violation
-        )
-    if not await store.use_one_time(uow.session, row.token_hash, now):
-        raise FailedPrecondition(
-            "this link was already used", reason="ONE_TIME_TOKEN_USED", violations=violation
-        )
+        raise FailedPrecondition("this link has expired", reason="ONE_TIME_TOKEN_EXPIRED", violations=_AGAIN)
     return row

@@ -9,6 +9,9 @@ right, so parallel guesses cannot slip past the limit while their hashes run:
   is taken by exactly one attempt however many race.
 - per client address: a plain atomic counter; past `address_limit` failures in the window
   the address is throttled until the window ends.
+- sign-ups per client address, the same way: every Register is counted before its password
+  is hashed (a bcrypt run is the costliest thing an anonymous caller can ask for), and past
+  `signup_limit` in the window the address waits for the window to end.
 
 Counts older than `window` start over. A right password clears the email's count and gives
 back the address's one.
@@ -34,6 +37,7 @@ class Policy:
     lock_for: timedelta = timedelta(minutes=15)
     address_limit: int = 100
     window: timedelta = timedelta(minutes=15)
+    signup_limit: int = 30
 
     def delay_after(self, failures: int) -> timedelta:
         if failures < self.free_attempts:
@@ -145,7 +149,31 @@ class Throttle:
                 return
         raise _throttled("LOGIN_THROTTLED", timedelta(seconds=1), "email", "too many concurrent sign-ins")
 
+    async def admit_signup(self, address: str) -> None:
+        """Count a sign-up from `address` (before its hash), or raise RESOURCE_EXHAUSTED."""
+        if not address:
+            return
+        async with self.db.unit_of_work() as uow:
+            await self._count(
+                uow,
+                f"signup:{address}",
+                self.policy.signup_limit,
+                "SIGNUP_THROTTLED",
+                "too many sign-ups from this address",
+            )
+
     async def _admit_address(self, uow: UnitOfWork, key: str) -> None:
+        await self._count(
+            uow,
+            key,
+            self.policy.address_limit,
+            "LOGIN_THROTTLED",
+            "too many failed sign-ins from this address",
+        )
+
+    async def _count(self, uow: UnitOfWork, key: str, limit: int, reason: str, what: str) -> None:
+        """One more on `key`'s counter in this window; past `limit` raise (the caller's
+        rollback takes the count back)."""
         policy = self.policy
         now = uow.clock.now()
         row = await store.get_attempts(uow.session, key)
@@ -154,11 +182,8 @@ class Throttle:
         elif now - row.last_failure_time > policy.window:
             await store.reset_attempts(uow.session, key, now)
         counted = await store.add_attempts(uow.session, key, 1, now)
-        if counted > policy.address_limit:
+        if counted > limit:
             started = row.last_failure_time if row is not None else now
             raise _throttled(
-                "LOGIN_THROTTLED",
-                max(started + policy.window - now, timedelta(seconds=1)),
-                "client_address",
-                "too many failed sign-ins from this address",
+                reason, max(started + policy.window - now, timedelta(seconds=1)), "client_address", what
             )

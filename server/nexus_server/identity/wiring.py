@@ -12,7 +12,7 @@ from nexus_server.identity.mail import Mailer
 from nexus_server.identity.passwords import Hasher
 from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.service import IdentityServicer
-from nexus_server.identity.throttle import Throttle
+from nexus_server.identity.throttle import Policy, Throttle
 from nexus_server.identity.tokens import AccessTokens
 
 
@@ -41,7 +41,7 @@ def build_identity(ctx: AppContext) -> Identity:
         hasher=Hasher(settings.bcrypt_rounds),
         keys=keys,
         tokens=tokens,
-        throttle=Throttle(ctx.db),
+        throttle=Throttle(ctx.db, Policy(signup_limit=ctx.settings.signups_per_address)),
         mailer=mailer,
         totp_sealer=Sealer(settings.secret_key, "totp-secrets"),
         refresh_key=hashlib.sha256(b"nexus refresh successor\0" + settings.secret_key.encode()).digest(),
