@@ -152,19 +152,44 @@ class HealthDuringStorm:
 
 
 def seed_sessions(server: RunningServer) -> Workload:
-    return RefreshChain(tuple(asyncio.run(_register(server.address, SESSIONS, "refresh"))))
+    tokens = asyncio.run(_register(server.address, SESSIONS, "refresh"))
+    _await_mail_sent(server)
+    return RefreshChain(tuple(tokens))
 
 
 def seed_logins(server: RunningServer) -> Workload:
     emails = asyncio.run(_register(server.address, ACCOUNTS, "login", want="email"))
+    _await_mail_sent(server)
     _BOUND.measure(LOGIN_ROUNDS)
     return Logins(tuple(emails))
 
 
 def seed_storm(server: RunningServer) -> Workload:
-    return HealthDuringStorm(
-        Logins(tuple(asyncio.run(_register(server.address, ACCOUNTS, "storm", "email"))))
-    )
+    emails = asyncio.run(_register(server.address, ACCOUNTS, "storm", "email"))
+    _await_mail_sent(server)
+    return HealthDuringStorm(Logins(tuple(emails)))
+
+
+def _await_mail_sent(server: RunningServer, timeout: float = 120.0) -> None:
+    """Wait until the server has sent every mail the seeding queued (one verification mail
+    per account): its sender writes to the same database, and 256 mails sent during the
+    window moved the refresh row by ±15% (measured: 408-565 rotations/s)."""
+    from sqlalchemy import text
+
+    from nexus_server.db.engine import create_sync
+
+    engine = create_sync(server.database_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                left = conn.execute(text("SELECT count(*) FROM mail_outbox WHERE sent_time IS NULL")).scalar()
+            if not left:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the server still had {left} mails to send after {timeout:.0f} s")
+    finally:
+        engine.dispose()
 
 
 async def _register(address: str, count: int, kind: str, want: str = "refresh_token") -> list[str]:
