@@ -27,10 +27,17 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 
 
 def peer_address(peer: str) -> str:
-    """The address of a grpc peer string: `ipv4:127.0.0.1:5555`, `ipv6:[::1]:5555`."""
+    """The address of a grpc peer string: `ipv4:127.0.0.1:5555`, `ipv6:[::1]:5555`. An
+    IPv4 client of a dual-stack listener (`ipv6:[::ffff:10.0.0.5]:5555`) is its IPv4
+    address, so it is counted, logged and trusted as one."""
     kind, _, rest = peer.partition(":")
     if kind == "ipv6" and rest.startswith("["):
-        return rest[1:].partition("]")[0]
+        address = rest[1:].partition("]")[0]
+        try:
+            mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        except ValueError:
+            return address
+        return str(mapped) if mapped is not None else address
     if kind == "ipv4":
         return rest.rpartition(":")[0]
     return ""
