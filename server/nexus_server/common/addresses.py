@@ -18,6 +18,15 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_TRUSTED = "127.0.0.0/8,::1/128"
 
 
+def is_ip(host: str) -> bool:
+    """Whether `host` is an IP address literal (not a name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_networks(text: str) -> tuple[Network, ...]:
     """`10.0.0.0/8, ::1` → networks; empty or `none` trusts nobody. Raises ValueError."""
     text = text.strip()

@@ -6,26 +6,18 @@ KeyError here rather than a YAML Envoy cannot parse.
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
 import sys
 from pathlib import Path
 from string import Template
 
+from nexus_server.common.addresses import is_ip
 from nexus_server.config import ROOT, Settings
 
 TEMPLATE_PATH = ROOT / "deploy" / "envoy" / "envoy.yaml"
 DESCRIPTOR_PATH = ROOT / "gen" / "nexus.binpb"
 # A server bound to every interface is reached by Envoy over loopback.
 _WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def upstream_host(settings: Settings) -> str:
@@ -49,7 +41,7 @@ def render_envoy_config(
         "NEXUS_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
         "NEXUS_UPSTREAM_HOST": host,
         "NEXUS_UPSTREAM_PORT": str(upstream_port),
-        "NEXUS_UPSTREAM_TYPE": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "NEXUS_UPSTREAM_TYPE": "STATIC" if is_ip(host) else "STRICT_DNS",
         "NEXUS_DESCRIPTOR_PATH": str(Path(descriptor_path).resolve()),
     }
     return Template(template_path.read_text()).substitute(values)

@@ -9,10 +9,11 @@ domain must be a name Envoy can route by.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 import idna
+
+from nexus_server.common.addresses import is_ip
 
 MAX_INPUT = 260
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -23,19 +24,11 @@ class DomainError(ValueError):
     """The input cannot be a tenant's domain; the message says why, for a field violation."""
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _strip_port(host: str) -> str:
     if host.startswith("["):
         raise DomainError("IP address literals are not domains")
     if host.count(":") > 1:
-        if _is_ip(host):
+        if is_ip(host):
             raise DomainError("IP address literals are not domains")
         raise DomainError("must be a host name, optionally with :port")
     name, sep, port = host.partition(":")
@@ -58,7 +51,7 @@ def normalise_domain(raw: str) -> str:
         host = host[:-1]
     if not host:
         raise DomainError("must be a host name")
-    if _is_ip(host):
+    if is_ip(host):
         raise DomainError("IP address literals are not domains")
     try:
         ascii_name = idna.encode(host, uts46=True, transitional=False).decode("ascii")
