@@ -152,17 +152,8 @@ async def add_group_member(
             violations=[PreconditionViolation("GROUP_FULL", f"groups/{group_id}", "the group is full")],
         )
     await require_may_hand_out(uow.session, tenant_id, actor, group.roles)
-    now = uow.clock.now()
-    await store.add_group_member(uow.session, group, user_id, now)
-    await store.update_group(uow.session, group_id, {"update_time": now})
-    await uow.append_event(
-        "group.member_added",
-        {"group_id": group_id, "user_id": user_id},
-        tenant_id=tenant_id,
-        subject=group_id,
-    )
-    await invalidate_member(uow, revocations, tenant_id, user_id)
-    return await _get(uow, tenant_id, group_id)
+    await store.add_group_member(uow.session, group, user_id, uow.clock.now())
+    return await _membership_changed(uow, revocations, tenant_id, group_id, user_id, "group.member_added")
 
 
 async def remove_group_member(
@@ -175,12 +166,17 @@ async def remove_group_member(
     if user_id not in group.member_user_ids:
         return group
     await store.remove_group_member(uow.session, group_id, user_id)
+    return await _membership_changed(uow, revocations, tenant_id, group_id, user_id, "group.member_removed")
+
+
+async def _membership_changed(
+    uow: UnitOfWork, revocations: Revocations, tenant_id: str, group_id: str, user_id: str, event: str
+) -> store.GroupRow:
+    """After a member joined or left: the group's update time, the event, the member's
+    cached standing dropped on every replica; the group as it is now."""
     await store.update_group(uow.session, group_id, {"update_time": uow.clock.now()})
     await uow.append_event(
-        "group.member_removed",
-        {"group_id": group_id, "user_id": user_id},
-        tenant_id=tenant_id,
-        subject=group_id,
+        event, {"group_id": group_id, "user_id": user_id}, tenant_id=tenant_id, subject=group_id
     )
     await invalidate_member(uow, revocations, tenant_id, user_id)
     return await _get(uow, tenant_id, group_id)
