@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from nexus_server.common.errors import NexusError, Unavailable
 from nexus_server.db.uow import Database, StoredEvent
-from nexus_server.events import envelope, workflows
+from nexus_server.events import workflows
 from nexus_server.events.envelope import Draft
 
 MAX_GROUP = 64
@@ -48,9 +48,8 @@ class Appender:
         self.appended = 0  # events those transactions stored
 
     async def publish(self, *, tenant_id: str, publisher_key_id: str, draft: Draft) -> StoredEvent:
-        """Append `draft` to the tenant's log (workflows.publish's rules) and return it."""
-        # Bad input fails here, before it waits for a transaction it could not join.
-        envelope.check(draft, self.db.clock.now())
+        """Append `draft` to the tenant's log (workflows.publish's rules, checked there: bad
+        input fails that call alone, before its append) and return it."""
         answer: asyncio.Future[StoredEvent] = asyncio.get_running_loop().create_future()
         queue = self._queues.get(tenant_id)
         if queue is None:

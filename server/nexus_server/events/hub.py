@@ -317,14 +317,10 @@ class Tailer:
         timer = self._timers.pop(delay, None)
         if timer is not None:
             timer.cancel()
-        group = self._held.pop(delay, None)
-        if group:
-            self._released_at[delay] = asyncio.get_running_loop().time()
-            for subscriber in group:
-                subscriber.released = True
-                subscriber.wake()
-        elif delay in self._released_at:
-            del self._released_at[delay]
+        self._released_at[delay] = asyncio.get_running_loop().time()
+        for subscriber in self._held.pop(delay, ()):
+            subscriber.released = True
+            subscriber.wake()
 
 
 class Hub:
