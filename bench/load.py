@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing as mp
-import os
 import time
 from array import array
 from collections import Counter
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from bench.procs import cpu_seconds, die_with_parent, rss_bytes
+from bench.procs import client_process, cpu_seconds, reap, rss_bytes
 
 CallFn = Callable[[], Awaitable[Any]]
 _STRAGGLERS = 5.0  # seconds
@@ -157,12 +156,7 @@ def run_load(address: str, workload: Workload, server_pid: int, options: LoadOpt
             calls, dict(errors), window.wall, ordered, window.server_cpu, client_cpu, window.rss, options
         )
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
-        for conn in conns:
-            conn.close()
+        reap(procs, conns)
 
 
 def _expect(conn: Connection, kind: str, timeout: float) -> dict[str, Any]:
@@ -213,17 +207,9 @@ def _sleep_until(when: float) -> None:
 def _client_main(
     conn: Connection, address: str, workload: Workload, options: LoadOptions, index: int
 ) -> None:
-    die_with_parent()
-    if options.client_cpus:
-        os.sched_setaffinity(0, {int(c) for c in options.client_cpus.split(",")})
-    try:
-        asyncio.run(_client(conn, address, workload, options, index))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C reaches the whole process group; the parent reports it
-    except Exception as error:  # reported to the parent, which raises it
-        conn.send({"kind": "error", "error": f"{type(error).__name__}: {error}"})
-    finally:
-        conn.close()
+    client_process(
+        conn, options.client_cpus, lambda: asyncio.run(_client(conn, address, workload, options, index))
+    )
 
 
 async def _client(

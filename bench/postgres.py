@@ -7,13 +7,33 @@ import atexit
 import os
 import socket
 import sys
+import time
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Generic, TypeVar
 
 from bench.servers import ServerSpec
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+W = TypeVar("W")
+
+
+class SeedOnce(Generic[W]):
+    """What a bench run seeds into its database once, for every row that uses it."""
+
+    def __init__(self, what: str, seed: Callable[[str], Awaitable[W]]):
+        self.what = what  # for the progress line: "100000 API keys"
+        self.seed = seed
+        self.value: W | None = None
+
+    def get(self, database_url: str) -> W:
+        if self.value is None:
+            import asyncio
+
+            began = time.monotonic()
+            self.value = asyncio.run(self.seed(database_url))
+            print(f"bench: seeded {self.what} in {time.monotonic() - began:.1f} s", file=sys.stderr)
+        return self.value
 
 
 def psycopg_url(url: str) -> str:

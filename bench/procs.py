@@ -6,6 +6,9 @@ import ctypes
 import os
 import signal
 import subprocess
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from typing import Any
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -53,3 +56,29 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def client_process(conn: Connection, cpus: str, body: Callable[[], object]) -> None:
+    """A load-generating child's frame around `body`: dies with the bench, runs on `cpus`
+    (taskset-style list; empty: anywhere), reports a crash to the parent, closes its pipe."""
+    die_with_parent()
+    if cpus:
+        os.sched_setaffinity(0, {int(c) for c in cpus.split(",")})
+    try:
+        body()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches the whole process group; the parent reports it
+    except Exception as error:  # reported to the parent, which raises it
+        conn.send({"kind": "error", "error": f"{type(error).__name__}: {error}"})
+    finally:
+        conn.close()
+
+
+def reap(procs: Iterable[Any], conns: Iterable[Connection]) -> None:
+    """Kill what still runs among the children (multiprocessing processes) and close pipes."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+    for conn in conns:
+        conn.close()

@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +39,7 @@ from typing import Any
 
 from bench.halfpeak import HalfOfPeak, probe_peak
 from bench.load import Workload
-from bench.postgres import BenchDatabase, psycopg_url, reachable
+from bench.postgres import BenchDatabase, SeedOnce, psycopg_url, reachable
 from bench.servers import ECHO, NEXUS, RunningServer
 
 KEYS = 256  # callers' keys: more than any run's workers (clients × concurrency)
@@ -140,30 +139,16 @@ async def _heavy_tenant(url: str, slug: str) -> tuple[Any, str]:
 # --- the 100k rows: a PostgreSQL database created on first use, seeded once -------------------
 
 
-class _Run:
-    """This bench run's database, what was seeded into it, and the half row's rate."""
-
-    def __init__(self) -> None:
-        self.workload: PopulationVerify | None = None
-
-
 DB = BenchDatabase()
-_RUN = _Run()
 POSTGRES = DB.server_spec()
 
 
 def seed_population(server: RunningServer) -> Workload:
     """Seed the database (once per bench run), then put this fresh server through a burst of
     calls, so the row measures the steady state rather than its pool opening connections."""
-    if _RUN.workload is None:
-        began = time.monotonic()
-        _RUN.workload = asyncio.run(_seed_population(server.database_url))
-        print(
-            f"bench: seeded {POPULATION} API keys in {time.monotonic() - began:.1f} s",
-            file=sys.stderr,
-        )
-    asyncio.run(_warm(server.address, _RUN.workload))
-    return _RUN.workload
+    workload = _POPULATION.get(server.database_url)
+    asyncio.run(_warm(server.address, workload))
+    return workload
 
 
 async def _warm(address: str, workload: PopulationVerify, workers: int = 32, rounds: int = 30) -> None:
@@ -209,6 +194,7 @@ async def _seed_population(url: str) -> PopulationVerify:
     return PopulationVerify(tuple(callers), tuple(keys), max(1, min(active, POPULATION)))
 
 
+_POPULATION = SeedOnce(f"{POPULATION} API keys", _seed_population)
 HALF = HalfOfPeak(
     "BENCH_APIKEYS_RATE",
     "apikey-verify-100k-half",

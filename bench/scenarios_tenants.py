@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import json
 import sys
-import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,7 +37,7 @@ from typing import Any
 
 from bench.halfpeak import HalfOfPeak, env_load_options, probe_peak
 from bench.load import Workload
-from bench.postgres import BenchDatabase, psycopg_url, reachable
+from bench.postgres import BenchDatabase, SeedOnce, psycopg_url, reachable
 from bench.servers import ECHO, RunningServer
 
 TENANTS = 10_000
@@ -90,31 +89,17 @@ class Checks:
 # --- the database: created on first use, seeded once, dropped at exit --------------------------
 
 
-class _Run:
-    """This bench run's PostgreSQL database and what was seeded into it."""
-
-    def __init__(self) -> None:
-        self.workload: Checks | None = None
-
-
 DB = BenchDatabase()
-_RUN = _Run()
 SERVER = DB.server_spec()
 
 
 def seed(server: RunningServer) -> Workload:
     """Seed the database (once per bench run), then have every worker ask its questions once,
     so the row measures the steady state rather than this fresh process filling its caches."""
-    if _RUN.workload is None:
-        began = time.monotonic()
-        _RUN.workload = asyncio.run(_seed(server.database_url))
-        print(
-            f"bench: seeded {TENANTS} tenants × {MEMBERS} members in {time.monotonic() - began:.1f} s",
-            file=sys.stderr,
-        )
+    workload = _SEEDED.get(server.database_url)
     load = env_load_options()
-    asyncio.run(_warm(server.address, _RUN.workload, load.clients * load.concurrency))
-    return _RUN.workload
+    asyncio.run(_warm(server.address, workload, load.clients * load.concurrency))
+    return workload
 
 
 async def _warm(address: str, workload: Checks, workers: int) -> None:
@@ -247,6 +232,7 @@ async def _seed(url: str) -> Checks:
 # --- half of the peak --------------------------------------------------------------------------
 
 
+_SEEDED = SeedOnce(f"{TENANTS} tenants × {MEMBERS} members", _seed)
 HALF = HalfOfPeak("BENCH_TENANTS_RATE", "tenants-check-half", lambda: probe_peak(SERVER, seed, PROBE_SECONDS))
 
 

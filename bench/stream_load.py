@@ -37,7 +37,7 @@ from typing import Any
 
 from bench import stream_h2
 from bench.load import LoadOptions, LoadResult, _expect, measure_window
-from bench.procs import cpu_seconds, die_with_parent, rss_bytes
+from bench.procs import client_process, cpu_seconds, reap, rss_bytes
 
 SUBSCRIBE = "/nexus.events.v1.EventsService/Subscribe"
 PUBLISH = "/nexus.events.v1.EventsService/PublishEvent"
@@ -127,12 +127,7 @@ def run_streams(address: str, plan: StreamPlan, server_pid: int, options: LoadOp
         for proc in procs:
             proc.join(10)
     finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
-        for conn in conns:
-            conn.close()
+        reap(procs, conns)
 
     window = measured.wall
     result = StreamResult(
@@ -205,17 +200,7 @@ def _notes(
 def _subscriber_main(
     conn: Connection, address: str, plan: StreamPlan, options: LoadOptions, first: int, last: int
 ) -> None:
-    die_with_parent()
-    if options.client_cpus:
-        os.sched_setaffinity(0, {int(c) for c in options.client_cpus.split(",")})
-    try:
-        _subscriber(conn, address, plan, first, last)
-    except KeyboardInterrupt:
-        pass
-    except Exception as error:
-        conn.send({"kind": "error", "error": f"{type(error).__name__}: {error}"})
-    finally:
-        conn.close()
+    client_process(conn, options.client_cpus, lambda: _subscriber(conn, address, plan, first, last))
 
 
 def subscribe_request(heartbeat: float, max_batch: int = 0, max_batch_delay: float = 0.0) -> bytes:
@@ -376,17 +361,7 @@ def _subscriber(conn: Connection, address: str, plan: StreamPlan, first: int, la
 
 
 def _publisher_main(conn: Connection, address: str, plan: StreamPlan, options: LoadOptions) -> None:
-    die_with_parent()
-    if options.client_cpus:
-        os.sched_setaffinity(0, {int(c) for c in options.client_cpus.split(",")})
-    try:
-        asyncio.run(_publisher(conn, address, plan))
-    except KeyboardInterrupt:
-        pass
-    except Exception as error:
-        conn.send({"kind": "error", "error": f"{type(error).__name__}: {error}"})
-    finally:
-        conn.close()
+    client_process(conn, options.client_cpus, lambda: asyncio.run(_publisher(conn, address, plan)))
 
 
 async def _publisher(conn: Connection, address: str, plan: StreamPlan) -> None:
