@@ -113,6 +113,20 @@ async def test_a_wrong_secret_for_a_real_id_is_refused(replica: Replica) -> None
         await replica.verifier.verify_api_key(forged)
 
 
+async def test_a_key_remembered_as_matched_vouches_for_that_exact_text_only(replica: Replica) -> None:
+    key_id, full_key = await _issue(replica)
+    for _ in range(2):  # the second is answered from the remembered match
+        assert (await replica.verifier.verify_api_key(full_key)).key_id == key_id
+    forged = full_key[:-7] + ("A" if full_key[-7] != "A" else "B")
+    forged += key_format._checksum(forged)
+    with pytest.raises(Unauthenticated):
+        await replica.verifier.verify_api_key(forged)
+    async with replica.db.unit_of_work() as uow:
+        await workflows.revoke_key(uow, replica.revocations, (await _tenant(replica, key_id)), key_id)
+    with pytest.raises(Unauthenticated, match="revoked"):
+        await replica.verifier.verify_api_key(full_key)
+
+
 async def test_a_revoked_key_is_refused_here_at_once_and_on_another_replica_after_one_poll(
     replica: Replica, other_replica: Replica
 ) -> None:
