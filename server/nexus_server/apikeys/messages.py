@@ -139,7 +139,9 @@ def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
 
 
 def verify_response(answer: verification.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
-    response = apikey_service_pb2.VerifyApiKeyResponse(valid=answer.valid, reason=_REASONS[answer.reason])
+    response = apikey_service_pb2.VerifyApiKeyResponse()
+    response.valid = answer.reason == verification.VALID
+    response.reason = _REASONS[answer.reason]
     row = answer.row
     if row is None:
         return response

@@ -98,7 +98,7 @@ class ApiKeyService:
             self._suspended,
             caller_tenant=call.tenant_id,
             key=request.key,
-            required_scopes=list(request.required_scopes),
+            required_scopes=list(request.required_scopes) if request.required_scopes else [],
             cost=request.rate_limit_cost if request.HasField("rate_limit_cost") else 1,
             charged=_own_key_limit(call),
         )

@@ -101,8 +101,11 @@ async def verify(
             return Answer(INSUFFICIENT_SCOPE, row, missing, None, previous, previous_expire)
     limit = Limit("apikey", "apikey:" + row.id, row.rate_limit_per_minute)
     now = verifier.clock.now()
+    # The caller asking about its own key: this call's authentication has noted its use,
+    # and the rate-limit layer has charged it.
+    own = charged is not None and charged.limit == limit
     try:
-        if cost == 0 and charged is not None and charged.limit == limit:
+        if cost == 0 and own and charged is not None:
             decision = Decision(True, (charged,), 0.0)
         else:
             decision = await limiter.charge([limit], cost)
@@ -121,5 +124,6 @@ async def verify(
         )
     if not decision.allowed:
         return Answer(RATE_LIMITED, row, (), rate, previous, previous_expire)
-    verifier.note_use(row.id, now)
+    if not own:
+        verifier.note_use(row.id, now)
     return Answer(VALID, row, (), rate, previous, previous_expire)

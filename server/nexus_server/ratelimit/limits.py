@@ -53,18 +53,36 @@ def evaluate(limits: Sequence[Limit], tats: Sequence[int], now: int, cost: int) 
     admits the call. A refused call charges nothing, so limits that would have admitted it
     report their uncharged state."""
     # The admitting path (nearly every call) with gcra.admit's arithmetic written out, so
-    # that no intermediate Outcome is built.
+    # that no intermediate Outcome is built, and the tuples built directly (a NamedTuple's
+    # own constructor is a Python function: it costs twice the tuple).
     states = []
     new_tats = []
     for lim, stored in zip(limits, tats, strict=True):
-        period = gcra.period_us(lim.per_minute)
-        window = period * lim.per_minute
+        shape = _SHAPES.get(lim.per_minute)
+        if shape is None:
+            shape = _shape(lim.per_minute)
+        period, window = shape
         new_tat = (stored if stored > now else now) + cost * period
         if new_tat - now > window:
             return _refused(limits, tats, now, cost)
         new_tats.append(new_tat)
-        states.append(LimitState(lim, (window - (new_tat - now)) // period, (new_tat - now) / 1e6, True))
-    return Decision(True, tuple(states), 0.0), new_tats
+        states.append(
+            _tuple(LimitState, (lim, (window - (new_tat - now)) // period, (new_tat - now) / 1e6, True))
+        )
+    return _tuple(Decision, (True, tuple(states), 0.0)), new_tats
+
+
+_tuple = tuple.__new__
+# per_minute → (µs one call adds to the TAT, the window in µs): limits are few, calls many.
+_SHAPES: dict[int, tuple[int, int]] = {}
+
+
+def _shape(per_minute: int) -> tuple[int, int]:
+    if len(_SHAPES) >= 10_000:  # quotas are data; the bound only stops an odd mix growing it
+        _SHAPES.clear()
+    period = gcra.period_us(per_minute)
+    shape = _SHAPES[per_minute] = (period, period * per_minute)
+    return shape
 
 
 def _refused(limits: Sequence[Limit], tats: Sequence[int], now: int, cost: int) -> tuple[Decision, list[int]]:

@@ -28,10 +28,11 @@ class MemoryBackend:
 
     def charge_now(self, limits: Sequence[Limit], cost: int) -> Decision:
         now = self.now_us()
-        decision, new_tats = evaluate(limits, [self._tats.get(lim.key, 0) for lim in limits], now, cost)
+        tats = self._tats
+        decision, new_tats = evaluate(limits, [tats.get(lim.key, 0) for lim in limits], now, cost)
         if decision.allowed and cost > 0:
             for lim, tat in zip(limits, new_tats, strict=True):
-                self._tats[lim.key] = tat
+                tats[lim.key] = tat
         self._calls += 1
         if self._calls % self._sweep_every == 0:
             self._sweep(now)

@@ -20,6 +20,9 @@ from nexus_server.tenants.cache import MEMBERSHIP, TENANT, AccessCache, Entry, L
 
 __all__ = ["MEMBERSHIP", "TENANT", "CachedTenantDirectory"]
 
+# Stored text → TenantStatus; calling the Enum to look a value up costs more than the cache.
+_STATUSES = {status.value: status for status in TenantStatus}
+
 
 class CachedTenantDirectory:
     def __init__(
@@ -51,7 +54,7 @@ class CachedTenantDirectory:
         if not is_id(tenant_id, "ten"):
             return None
         status = await self.cache.tenant_status(tenant_id)
-        return TenantStatus(status) if status is not None else None
+        return _STATUSES.get(status) if status is not None else None
 
     async def tenant_for_domain(self, host: str) -> str | None:
         if len(host) > 253 or not (host.isascii() and host.isprintable()):
