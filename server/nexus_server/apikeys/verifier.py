@@ -62,11 +62,11 @@ def _entry_of(row: ApiKeyRow | None, fetched: float) -> _Entry:
 _MALFORMED = Check(MALFORMED)
 _NOT_FOUND = Check(NOT_FOUND)
 
-# The key that authenticated the current call, the cache entry its secret matched and
-# whether that was the previous secret: when the call then asks about that same key
-# (VerifyApiKey on the caller's own key), the secret is not parsed and hashed again. Each
-# RPC runs in its own task, so this is per call.
-_authenticated: ContextVar[tuple[str, str, _Entry, bool] | None] = ContextVar("nexus_api_key", default=None)
+# The key that authenticated the current call, its id, the cache entry its secret matched
+# and the check authentication reached: when the call then asks about that same key
+# (VerifyApiKey on the caller's own key), the answer is that check, with no second parse,
+# hash or clock read. Each RPC runs in its own task, so this is per call.
+_authenticated: ContextVar[tuple[str, str, _Entry, Check] | None] = ContextVar("nexus_api_key", default=None)
 
 
 class KeyVerifier:
@@ -168,8 +168,8 @@ class KeyVerifier:
         same = _authenticated.get()
         if same is not None and same[0] == full_key and self._cache.get(same[1]) is same[2]:
             # This call was authenticated by this very key a moment ago, against the record
-            # still cached: only what time and revocation change is looked at again.
-            return self._state(same[2], same[3], self.clock.now())
+            # still cached: the answer is the one authentication reached for this call.
+            return same[3]
         key_id = key_format.key_id_of(full_key)
         if key_id is None:
             return _MALFORMED
@@ -246,10 +246,11 @@ class KeyVerifier:
         ):
             return None
         now = self.clock.now()
-        if self._state(entry, previous, now).outcome != rules.ACTIVE:
+        state = self._state(entry, previous, now)
+        if state.outcome != rules.ACTIVE:
             return None  # revoked, expired or out of its grace: the full path says which
         self.last_used.note(row.id, now)
-        _authenticated.set((key, row.id, entry, previous))
+        _authenticated.set((key, row.id, entry, state))
         return entry.principal or _principal(row)
 
     async def verify_api_key(self, key: str) -> Principal:
@@ -267,7 +268,7 @@ class KeyVerifier:
         row = result.row
         if result.outcome == rules.ACTIVE and row is not None and now is not None:
             self.last_used.note(row.id, now)
-            _authenticated.set((key, row.id, entry, result.previous))
+            _authenticated.set((key, row.id, entry, result))
             if len(self._presented) >= MAX_PRESENTED:
                 self._presented.clear()
             self._presented[key] = (entry, result.previous)

@@ -8,8 +8,10 @@ families, names and labels are the ones those classes would expose.
 
 from __future__ import annotations
 
+import threading
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -19,6 +21,7 @@ from nexus_server.interceptors.call import Call
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _LABELS = ["grpc_service", "grpc_method"]
+FOLD_EVERY = 256
 
 
 class _MethodStats:
@@ -38,6 +41,8 @@ class _MethodStats:
 class Metrics:
     def __init__(self, registry: CollectorRegistry):
         self._methods: dict[str, _MethodStats] = {}
+        self._done: deque[tuple[_MethodStats, float, str]] = deque()  # outcomes not yet counted
+        self._folding = threading.Lock()
         registry.register(self)
 
     def before(self, call: Call) -> None:
@@ -51,15 +56,27 @@ class Metrics:
         stats = self._methods.get(call.method.full_name)
         if stats is None:  # refused before this layer ran
             return
-        elapsed = call.elapsed()
-        stats.buckets[bisect_left(_BUCKETS, elapsed)] += 1  # le: the first bound >= elapsed
-        stats.total += elapsed
-        code = call.code.name
-        count = stats.handled.get(code)
-        if count is None:
-            stats.handled_created[code] = time.time()
-            count = 0
-        stats.handled[code] = count + 1
+        # Counted in batches (as the access log is formatted): folded into the histogram
+        # every FOLD_EVERY calls and before every scrape, where the code runs warm.
+        done = self._done
+        done.append((stats, call.elapsed(), call.code.name))
+        if len(done) >= FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        # The scrape thread folds too: one folder at a time; deque pops are atomic, so an
+        # outcome appended meanwhile is folded by this pass or the next, exactly once.
+        with self._folding:
+            done = self._done
+            for _ in range(len(done)):
+                stats, elapsed, code = done.popleft()
+                stats.buckets[bisect_left(_BUCKETS, elapsed)] += 1  # le: the first bound >= elapsed
+                stats.total += elapsed
+                count = stats.handled.get(code)
+                if count is None:
+                    stats.handled_created[code] = time.time()
+                    count = 0
+                stats.handled[code] = count + 1
 
     def describe(self) -> list[Metric]:
         return []  # families are made at scrape time; nothing to check up front
@@ -67,6 +84,7 @@ class Metrics:
     def collect(self) -> Iterator[Metric]:
         # Scrapes run on the exposition server's thread: copy before reading (each copy is
         # one C-level operation under the GIL, so it never sees a dict mid-resize).
+        self._fold()
         methods = list(self._methods.values())
         started = CounterMetricFamily("nexus_grpc_server_started", "RPCs started.", labels=_LABELS)
         handled = CounterMetricFamily(
