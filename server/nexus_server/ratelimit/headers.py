@@ -22,10 +22,13 @@ def fields(decision: Decision) -> list[tuple[str, str]]:
         return []
     if len(states) == 2:  # the usual call (key or person, and tenant): one string each
         a, b = states
-        return [
-            (POLICY, f"{_policy(a.limit)}, {_policy(b.limit)}"),
-            (STATE, f"{_state(a)}, {_state(b)}"),
-        ]
+        pair = (a.limit, b.limit)
+        policy = _PAIRS.get(pair)
+        if policy is None:
+            if len(_PAIRS) >= _MAX_POLICIES:
+                _PAIRS.clear()
+            policy = _PAIRS[pair] = f"{_policy(a.limit)}, {_policy(b.limit)}"
+        return [(POLICY, policy), (STATE, f"{_state(a)}, {_state(b)}")]
     return [
         (POLICY, ", ".join([_policy(s.limit) for s in states])),
         (STATE, ", ".join([_state(s) for s in states])),
@@ -47,4 +50,5 @@ def _state(s: LimitState) -> str:
 
 
 _POLICIES: dict[tuple[str, int], str] = {}
+_PAIRS: dict[tuple[Limit, Limit], str] = {}  # the usual two limits' policy field, whole
 _MAX_POLICIES = 10_000  # quotas are few; the bound only stops an unusual mix from growing it
