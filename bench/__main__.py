@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.load import LoadFailed, LoadOptions, run_load
-from bench.report import Row, as_json, render
+from bench.report import Row, as_json, median_rows, render
 from bench.scenarios import SCENARIOS, Scenario, by_name
 from bench.servers import ServerFailed, running
 
@@ -107,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="let server and clients share all CPUs [BENCH_PIN=0]",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=int(_env_number("BENCH_ROUNDS", 1)),
+        help="run the baseline and the scenarios this many times, interleaved, and judge each "
+        "row by its median round [BENCH_ROUNDS, 1]",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this file as JSON")
     args = parser.parse_args(argv)
 
@@ -116,17 +123,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     scenarios = by_name(args.scenarios)
     options = _options(args)
-    rows: list[Row] = []
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
+    rounds: list[list[Row]] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nexus-bench-") as tmp:
-        for scenario in scenarios:
-            print(f"running {scenario.name} …", file=sys.stderr, flush=True)
-            rows.append(run_scenario(scenario, options, Path(tmp)))
+        for number in range(args.rounds):
+            rounds.append([])
+            for scenario in scenarios:
+                label = f" (round {number + 1} of {args.rounds})" if args.rounds > 1 else ""
+                print(f"running {scenario.name}{label} …", file=sys.stderr, flush=True)
+                rounds[-1].append(run_scenario(scenario, options, Path(tmp) / str(number)))
+    rows = rounds[0] if args.rounds == 1 else median_rows(rounds)
 
+    rounds_text = (
+        f"{args.rounds} interleaved rounds, each row from its median round; " if args.rounds > 1 else ""
+    )
     header = (
         f"Nexus bench: {options.clients} client processes × {options.concurrency} in flight, "
         f"{options.channels} channel(s) each; {options.warmup:g} s warm-up + {options.duration:g} s measured "
-        f"per scenario; {_placement(options.pin)}; "
+        f"per scenario; {_placement(options.pin)}; {rounds_text}"
         f"Python {platform.python_version()}; took {time.monotonic() - began:.1f} s\n"
         f"Ratios (×) are to '{scenarios[0].name}' from this same run; "
         "latency is per successful call, CPU is the server process's utime+stime."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +18,10 @@ class Row:
     result: LoadResult | None  # None when the scenario could not run
     failure: str = ""
     server_cpus: str = ""  # the CPUs the server was pinned to ("" = not pinned)
+    # With --rounds: the baseline of the round this row was measured in (ratios are to it),
+    # and each target's value in every round, for the spread printed beside the verdict.
+    baseline: LoadResult | None = None
+    spread: tuple[tuple[float, ...], ...] = ()
 
     def bound(self) -> str:
         """What limited the run: the server's CPU, the clients' CPU, the whole machine, or none."""
@@ -68,7 +73,9 @@ def render(rows: list[Row], header: str) -> str:
     base_name = rows[0].scenario.name if rows else "baseline"
     out = [header, "", _line([name for name, _, _ in COLUMNS]), _line(["-" * w for _, _, w in COLUMNS])]
     notes: list[str] = []
+    first = baseline
     for row in rows:
+        baseline = row.baseline or first
         r = row.result
         if r is None:
             out.append(_line([row.scenario.name, *(["-"] * (len(COLUMNS) - 1))]))
@@ -106,13 +113,18 @@ def render(rows: list[Row], header: str) -> str:
         if n_errors:
             codes = ", ".join(f"{code} ×{n}" for code, n in sorted(r.errors.items()))
             out.append(f"    ERRORS: {codes} (the numbers above count successful calls only)")
-        for target in row.scenario.targets:
+        for index, target in enumerate(row.scenario.targets):
             if baseline is None and target.relative:
                 out.append(f"    target: {target.describe(base_name)}  →  no baseline: NOT CHECKED")
                 continue
             measured = target.measure(r, baseline) if baseline is not None else target.measure(r, r)
+            if index < len(row.spread) and len(row.spread[index]) > 1:
+                measured = statistics.median(row.spread[index])  # each target its own median
             verdict = "PASS" if not math.isnan(measured) and target.met(measured) else "FAIL"
             shown = f"{measured:.2f}×" if target.relative else f"{measured:.2f}"
+            if index < len(row.spread) and len(row.spread[index]) > 1:
+                values = sorted(row.spread[index])
+                shown += f" (median of {len(values)} rounds; {values[0]:.2f}–{values[-1]:.2f})"
             out.append(f"    target: {target.describe(base_name)}  →  {shown}  {verdict}")
         if row.bound() == "CLIENTS":
             notes.append(
@@ -127,6 +139,40 @@ def render(rows: list[Row], header: str) -> str:
     if notes:
         out += ["", "notes:", *(f"  {n}" for n in notes)]
     return "\n".join(out)
+
+
+def median_rows(rounds: list[list[Row]]) -> list[Row]:
+    """One row per scenario from interleaved rounds (each round: the baseline, then every
+    scenario): the round where the scenario's first target (else its CPU per call relative to
+    that round's baseline) is the median, with its own round's baseline; every target is
+    judged by the median of its own values over the rounds. On a machine whose
+    speed drifts within minutes, a ratio to the baseline measured moments before is steadier
+    than one to a baseline measured once at the start."""
+    chosen = []
+    for column in zip(*rounds, strict=True):
+        bases = [round_[0].result for round_ in rounds]
+        scenario = column[0].scenario
+        ran = [(row, base) for row, base in zip(column, bases, strict=True) if row.result and base]
+        if not ran:
+            chosen.append(column[0])
+            continue
+
+        ran.sort(key=lambda pair: _judged(scenario, *pair))
+        row, base = ran[(len(ran) - 1) // 2]
+        spread = tuple(
+            tuple(t.measure(r.result, b) for r, b in ran if r.result is not None and b is not None)
+            for t in scenario.targets
+        )
+        chosen.append(Row(row.scenario, row.result, row.failure, row.server_cpus, base, spread))
+    return chosen
+
+
+def _judged(scenario: Scenario, row: Row, base: LoadResult | None) -> float:
+    """What a round is ranked by: the scenario's first target, else its CPU ratio."""
+    assert row.result is not None and base is not None
+    if scenario.targets:
+        return scenario.targets[0].measure(row.result, base)
+    return _ratio(row.result.cpu_per_call, base.cpu_per_call)
 
 
 def as_json(rows: list[Row]) -> list[dict[str, Any]]:
