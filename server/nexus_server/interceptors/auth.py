@@ -23,6 +23,7 @@ from nexus_server.common.errors import (
 )
 from nexus_server.common.ids import is_id
 from nexus_server.interceptors.call import Call
+from nexus_server.interceptors.layer import nothing_after
 
 KEY_PREFIX = "eco_api_"
 _ROLE_RANK = {"read_only": 0, "member": 1, "admin": 2, "owner": 3}
@@ -85,8 +86,7 @@ class Authentication:
         else:
             await self._authorize_key(call, principal, rule)
 
-    def after(self, call: Call) -> None:
-        return None
+    after = staticmethod(nothing_after)
 
     async def _authenticate(self, metadata: dict[str, str]) -> Principal:
         token = credential(metadata)

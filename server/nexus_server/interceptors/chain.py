@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 from nexus_server.common.errors import FieldViolation, InvalidArgument, Unavailable
 from nexus_server.interceptors.call import Call, MethodInfo, Undecodable, set_current_call
 from nexus_server.interceptors.errors import to_status
-from nexus_server.interceptors.layer import Layer
+from nexus_server.interceptors.layer import Layer, nothing_after
 
 # grpc.RpcMethodHandler; grpc is untyped for mypy here (see pyproject).
 Handler = Any
@@ -42,7 +42,7 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._befores: list[tuple[Callable[[Call], Any], bool]] = [
             (layer.before, inspect.iscoroutinefunction(layer.before)) for layer in self._layers
         ]
-        self._afters = [layer.after for layer in self._reversed]
+        self._afters = [layer.after for layer in self._reversed if layer.after is not nothing_after]
         self._access = access_rules or {}
         self._cache: dict[str, tuple[Handler, Handler]] = {}
         self.stopping = False

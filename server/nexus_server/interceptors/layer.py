@@ -17,3 +17,8 @@ class Layer(Protocol):
     def before(self, call: Call) -> Awaitable[None] | None: ...
 
     def after(self, call: Call) -> None: ...
+
+
+def nothing_after(call: Call) -> None:
+    """The `after` of a layer with nothing to do once the outcome is known
+    (`after = staticmethod(nothing_after)`): the chain leaves it out of every call."""

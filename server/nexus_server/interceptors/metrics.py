@@ -14,6 +14,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator
 
+import grpc
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
@@ -41,7 +42,7 @@ class _MethodStats:
 class Metrics:
     def __init__(self, registry: CollectorRegistry):
         self._methods: dict[str, _MethodStats] = {}
-        self._done: deque[tuple[_MethodStats, float, str]] = deque()  # outcomes not yet counted
+        self._done: deque[tuple[_MethodStats, float, grpc.StatusCode]] = deque()  # outcomes not yet counted
         self._folding = threading.Lock()
         registry.register(self)
 
@@ -59,7 +60,7 @@ class Metrics:
         # Counted in batches (as the access log is formatted): folded into the histogram
         # every FOLD_EVERY calls and before every scrape, where the code runs warm.
         done = self._done
-        done.append((stats, call.elapsed(), call.code.name))
+        done.append((stats, call.elapsed(), call.code))
         if len(done) >= FOLD_EVERY:
             self._fold()
 
@@ -69,7 +70,8 @@ class Metrics:
         with self._folding:
             done = self._done
             for _ in range(len(done)):
-                stats, elapsed, code = done.popleft()
+                stats, elapsed, status = done.popleft()
+                code = status.name
                 stats.buckets[bisect_left(_BUCKETS, elapsed)] += 1  # le: the first bound >= elapsed
                 stats.total += elapsed
                 count = stats.handled.get(code)

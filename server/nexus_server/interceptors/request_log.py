@@ -6,10 +6,14 @@ import itertools
 import logging
 import secrets
 
+import grpc
+
 from nexus_server import logs
 from nexus_server.interceptors.call import Call
 
 log = logging.getLogger(logs.ACCESS_LOGGER)
+# StatusCode → its name: an Enum member's `.name` is a descriptor call, on every line.
+CODE_NAMES = {code: code.name for code in grpc.StatusCode}
 _QUIET_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
 # Request ids name calls in logs and traces; they are not secrets, so they need uniqueness,
 # not unpredictability: 72 random bits drawn once per process, then a counter. Drawing
@@ -41,7 +45,7 @@ class RequestLog:
         fields = {
             "request_id": call.request_id,
             "method": call.method.full_name,
-            "code": call.code.name,
+            "code": CODE_NAMES[call.code],
             "reason": call.error_reason or None,
             "duration_ms": round(call.elapsed() * 1000, 3),
             "peer": call.peer,

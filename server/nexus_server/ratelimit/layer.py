@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from nexus_server.common.errors import QuotaViolation, ResourceExhausted
 from nexus_server.interceptors.call import Call
+from nexus_server.interceptors.layer import nothing_after
 from nexus_server.ratelimit import headers
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import BackendUnavailable
@@ -57,5 +58,4 @@ class RateLimitLayer:
             },
         )
 
-    def after(self, call: Call) -> None:
-        return None
+    after = staticmethod(nothing_after)
