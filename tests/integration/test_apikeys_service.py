@@ -277,3 +277,33 @@ async def test_bad_input_names_its_fields(channel: grpc.aio.Channel, admin_key: 
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = set(field_violations(raised.value))
     assert fields == {"api_key.name", "api_key.scopes[0]", "api_key.environment"}
+
+
+async def test_verify_answers_with_the_record_as_it_is_now(channel: grpc.aio.Channel, admin_key: str) -> None:
+    """A record's part of the answer is kept between calls; a change to the record shows at once."""
+    stub, md = _stub(channel), key_metadata(admin_key)
+    created = await _create(channel, admin_key, name="before", scopes=["usage:read"])
+    for _ in range(2):
+        first = await stub.VerifyApiKey(pb.VerifyApiKeyRequest(key=created.key), metadata=md)
+        assert (first.name, list(first.scopes)) == ("before", ["usage:read"])
+    await stub.UpdateApiKey(
+        pb.UpdateApiKeyRequest(
+            api_key=ApiKey(id=created.api_key.id, name="after", scopes=["usage:read", "usage:write"]),
+            update_mask=field_mask_pb2.FieldMask(paths=["name", "scopes"]),
+        ),
+        metadata=md,
+    )
+    after = await stub.VerifyApiKey(pb.VerifyApiKeyRequest(key=created.key), metadata=md)
+    assert (after.name, list(after.scopes)) == ("after", ["usage:read", "usage:write"])
+    assert after.valid and after.key_id == created.api_key.id
+
+
+async def test_a_key_verifying_itself_at_no_cost_sees_the_charge_of_its_own_call(
+    channel: grpc.aio.Channel, admin_key: str
+) -> None:
+    stub = _stub(channel)
+    created = await _create(channel, admin_key, scopes=["auth:introspect"], rate_limit_per_minute=5)
+    md = key_metadata(created.key)
+    for remaining in (4, 3):  # each call is charged once, by the rate-limit layer
+        own = await stub.VerifyApiKey(pb.VerifyApiKeyRequest(key=created.key, rate_limit_cost=0), metadata=md)
+        assert own.valid and (own.rate_limit.limit, own.rate_limit.remaining) == (5, remaining)

@@ -14,6 +14,7 @@ from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.apikeys.workflows import UPDATABLE, KeyUpdate
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.fieldmask import fields_to_update
+from nexus_server.common.memo import Memo
 
 ApiKey = api_key_pb2.ApiKey
 Reason = apikey_service_pb2.VerifyApiKeyResponse
@@ -140,10 +141,8 @@ def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
 
 def verify_response(answer: verification.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
     row = answer.row
-    if row is None:
-        response = apikey_service_pb2.VerifyApiKeyResponse()
-    else:
-        response = apikey_service_pb2.VerifyApiKeyResponse.FromString(_key_fields(row))
+    key_part = _key_fields(row) if row is not None else b""
+    response = apikey_service_pb2.VerifyApiKeyResponse.FromString(key_part)
     response.valid = answer.reason == verification.VALID
     response.reason = _REASONS[answer.reason]
     if row is None:
@@ -168,8 +167,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A key record's own part of VerifyApiKey's answer (id, tenant, name, scopes, environment,
 # expiry), serialized once per record: a service verifies the same few keys again and
 # again, and parsing these bytes costs less than setting the fields one by one.
-_KEY_FIELDS: dict[str, tuple[ApiKeyRow, bytes]] = {}
-_MAX_KEY_FIELDS = 10_000
+_KEY_FIELDS: Memo[str, tuple[ApiKeyRow, bytes]] = Memo()
 
 
 def _key_fields(row: ApiKeyRow) -> bytes:
@@ -185,11 +183,7 @@ def _key_fields(row: ApiKeyRow) -> bytes:
     )
     if row.expire_time is not None:
         _set_time(response.expire_time, row.expire_time)
-    data = response.SerializeToString()
-    if len(_KEY_FIELDS) >= _MAX_KEY_FIELDS:
-        _KEY_FIELDS.clear()
-    _KEY_FIELDS[row.id] = (row, data)
-    return data
+    return _KEY_FIELDS.put(row.id, (row, response.SerializeToString()))[1]
 
 
 def _set_time(target: timestamp_pb2.Timestamp, value: datetime) -> None:

@@ -102,11 +102,11 @@ async def verify(
     limit = Limit("apikey", "apikey:" + row.id, row.rate_limit_per_minute)
     now = verifier.clock.now()
     # The caller asking about its own key: this call's authentication has noted its use,
-    # and the rate-limit layer has charged it.
-    own = charged is not None and charged.limit == limit
+    # and the rate-limit layer has charged it (`own` is that charge).
+    own = charged if charged is not None and charged.limit == limit else None
     try:
-        if cost == 0 and own and charged is not None:
-            decision = Decision(True, (charged,), 0.0)
+        if cost == 0 and own is not None:
+            decision = Decision(True, (own,), 0.0)
         else:
             decision = await limiter.charge([limit], cost)
     except BackendUnavailable:
@@ -124,6 +124,6 @@ async def verify(
         )
     if not decision.allowed:
         return Answer(RATE_LIMITED, row, (), rate, previous, previous_expire)
-    if not own:
+    if own is None:
         verifier.note_use(row.id, now)
     return Answer(VALID, row, (), rate, previous, previous_expire)

@@ -26,6 +26,7 @@ from nexus_server.apikeys.workflows import FEED_KIND
 from nexus_server.auth.principal import Principal, PrincipalKind
 from nexus_server.auth.revocations import Revocations
 from nexus_server.common.errors import Unauthenticated
+from nexus_server.common.memo import Memo
 from nexus_server.db.uow import Database
 
 MAX_BATCH = 500  # keys read in one query
@@ -89,7 +90,7 @@ class KeyVerifier:
         # written anywhere, and is dropped whole when it reaches MAX_PRESENTED. A lookup
         # compares a guess's text only after its (keyed, per-process) hash matched, so it
         # gives no timing signal about a key.
-        self._presented: dict[str, tuple[_Entry, bool]] = {}
+        self._presented: Memo[str, tuple[_Entry, bool]] = Memo(MAX_PRESENTED)
         revocations.on_revoke(self._invalidate)
 
     def _invalidate(self, kind: str, subject: str) -> None:
@@ -269,9 +270,7 @@ class KeyVerifier:
         if result.outcome == rules.ACTIVE and row is not None and now is not None:
             self.last_used.note(row.id, now)
             _authenticated.set((key, row.id, entry, result))
-            if len(self._presented) >= MAX_PRESENTED:
-                self._presented.clear()
-            self._presented[key] = (entry, result.previous)
+            self._presented.put(key, (entry, result.previous))
             return entry.principal or _principal(row)
         raise Unauthenticated(
             _MESSAGES.get(result.outcome, "the API key is not valid"), reason="CREDENTIALS_INVALID"

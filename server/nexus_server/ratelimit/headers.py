@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from nexus_server.common.memo import Memo
 from nexus_server.ratelimit.limits import Decision, Limit, LimitState
 
 POLICY = "ratelimit-policy"
@@ -25,9 +26,7 @@ def fields(decision: Decision) -> list[tuple[str, str]]:
         pair = (a.limit, b.limit)
         policy = _PAIRS.get(pair)
         if policy is None:
-            if len(_PAIRS) >= _MAX_POLICIES:
-                _PAIRS.clear()
-            policy = _PAIRS[pair] = f"{_policy(a.limit)}, {_policy(b.limit)}"
+            policy = _PAIRS.put(pair, f"{_policy(a.limit)}, {_policy(b.limit)}")
         return [(POLICY, policy), (STATE, f"{_state(a)}, {_state(b)}")]
     return [
         (POLICY, ", ".join([_policy(s.limit) for s in states])),
@@ -39,9 +38,7 @@ def _policy(limit: Limit) -> str:
     # A limit's policy text changes only with its quota: built once per (name, quota).
     text = _POLICIES.get((limit.policy, limit.per_minute))
     if text is None:
-        if len(_POLICIES) >= _MAX_POLICIES:
-            _POLICIES.clear()
-        text = _POLICIES[(limit.policy, limit.per_minute)] = f'"{limit.policy}";q={limit.per_minute};w=60'
+        text = _POLICIES.put((limit.policy, limit.per_minute), f'"{limit.policy}";q={limit.per_minute};w=60')
     return text
 
 
@@ -49,6 +46,5 @@ def _state(s: LimitState) -> str:
     return f'"{s.limit.policy}";r={max(0, s.remaining)};t={math.ceil(s.reset_seconds)}'
 
 
-_POLICIES: dict[tuple[str, int], str] = {}
-_PAIRS: dict[tuple[Limit, Limit], str] = {}  # the usual two limits' policy field, whole
-_MAX_POLICIES = 10_000  # quotas are few; the bound only stops an unusual mix from growing it
+_POLICIES: Memo[tuple[str, int], str] = Memo()
+_PAIRS: Memo[tuple[Limit, Limit], str] = Memo()  # the usual two limits' policy field, whole

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
+from nexus_server.common.memo import Memo
 from nexus_server.ratelimit import gcra
 
 
@@ -74,15 +75,12 @@ def evaluate(limits: Sequence[Limit], tats: Sequence[int], now: int, cost: int) 
 
 _tuple = tuple.__new__
 # per_minute → (µs one call adds to the TAT, the window in µs): limits are few, calls many.
-_SHAPES: dict[int, tuple[int, int]] = {}
+_SHAPES: Memo[int, tuple[int, int]] = Memo()
 
 
 def _shape(per_minute: int) -> tuple[int, int]:
-    if len(_SHAPES) >= 10_000:  # quotas are data; the bound only stops an odd mix growing it
-        _SHAPES.clear()
     period = gcra.period_us(per_minute)
-    shape = _SHAPES[per_minute] = (period, period * per_minute)
-    return shape
+    return _SHAPES.put(per_minute, (period, period * per_minute))
 
 
 def _refused(limits: Sequence[Limit], tats: Sequence[int], now: int, cost: int) -> tuple[Decision, list[int]]:
