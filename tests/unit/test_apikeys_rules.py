@@ -1,11 +1,11 @@
-"""API-key rules on plain values: which scopes a caller may grant."""
+"""API-key rules on plain values: which scopes a caller may grant, and what a key's name may hold."""
 
 from __future__ import annotations
 
 import pytest
 
 from nexus_server.apikeys import rules
-from nexus_server.common.errors import PermissionDenied
+from nexus_server.common.errors import FieldViolation, PermissionDenied
 
 READ_WRITE = frozenset({"apikeys:read", "apikeys:write"})
 
@@ -48,3 +48,30 @@ def test_the_refusal_names_the_scopes_and_its_reason() -> None:
 
 def test_a_grantable_request_passes() -> None:
     rules.check_grantable(["apikeys:read"], READ_WRITE, "grant")
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        "\u200b",  # zero-width space
+        "\u200d",  # zero-width joiner
+        "\u200e",  # left-to-right mark
+        "\u200f",  # right-to-left mark
+        "\u202a",  # left-to-right embedding
+        "\u202e",  # right-to-left override
+        "\u2066",  # left-to-right isolate
+        "\u2069",  # pop directional isolate
+        "\ufeff",  # zero-width no-break space (BOM)
+        "\u00ad",  # soft hyphen, another format character
+    ],
+)
+def test_a_name_may_not_hide_format_characters(hidden: str) -> None:
+    out: list[FieldViolation] = []
+    rules.clean_name(f"prod{hidden}key", "api_key.name", out)
+    assert [v.field for v in out] == ["api_key.name"]
+
+
+def test_a_name_may_hold_any_visible_text() -> None:
+    out: list[FieldViolation] = []
+    assert rules.clean_name("  Ünïcode backend — 東京 ✓  ", "api_key.name", out) == "Ünïcode backend — 東京 ✓"
+    assert out == []

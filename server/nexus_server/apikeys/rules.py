@@ -5,13 +5,13 @@ Plain functions on plain values (no grpc, no SQL); each refusal names the reques
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Literal
 
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.common.errors import FieldViolation, PermissionDenied
+from nexus_server.common.text import HIDDEN_WHY, has_control
 
 SCOPES = frozenset(
     {
@@ -51,8 +51,10 @@ def clean_name(name: str, field: str, out: list[FieldViolation]) -> str:
         out.append(FieldViolation(field, "must not be empty"))
     elif len(name) > MAX_NAME:
         out.append(FieldViolation(field, f"must be at most {MAX_NAME} characters"))
-    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        out.append(FieldViolation(field, "must not contain control characters"))
+    elif has_control(name):
+        # As tenant names: a key's name is shown in the console and in events, where a
+        # bidirectional override or a zero-width character would make it pass for another.
+        out.append(FieldViolation(field, HIDDEN_WHY))
     return name
 
 

@@ -107,10 +107,10 @@ class ApiKeyServiceServicer:
         only if it holds `*`).
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-        empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-        unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-        future, and PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not
-        hold one of `scopes`.
+        empty, too long or holds control or invisible format characters, `scopes` is empty or
+        holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+        range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+        SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

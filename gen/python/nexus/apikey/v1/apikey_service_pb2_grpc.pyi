@@ -55,10 +55,10 @@ class ApiKeyServiceStub:
     only if it holds `*`).
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-    empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-    unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-    future, and PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not
-    hold one of `scopes`.
+    empty, too long or holds control or invisible format characters, `scopes` is empty or
+    holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+    range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+    SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_apikey_service_pb2.ListApiKeysRequest, _apikey_service_pb2.ListApiKeysResponse]
     """Lists the API keys of the caller's tenant, newest first. Never returns a secret or its
@@ -165,10 +165,10 @@ class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
     only if it holds `*`).
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-    empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-    unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-    future, and PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not
-    hold one of `scopes`.
+    empty, too long or holds control or invisible format characters, `scopes` is empty or
+    holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+    range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+    SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_apikey_service_pb2.ListApiKeysRequest, _apikey_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """Lists the API keys of the caller's tenant, newest first. Never returns a secret or its
@@ -278,10 +278,10 @@ class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         only if it holds `*`).
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-        empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-        unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-        future, and PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not
-        hold one of `scopes`.
+        empty, too long or holds control or invisible format characters, `scopes` is empty or
+        holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+        range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+        SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
         """
 
     @_abc_1.abstractmethod
