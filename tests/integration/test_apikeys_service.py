@@ -28,7 +28,9 @@ async def tenant(server: tuple[NexusServer, int]) -> str:
 
 @pytest.fixture
 async def admin_key(server: tuple[NexusServer, int], tenant: str) -> str:
-    return await issue_key(server[0], tenant, ["apikeys:read", "apikeys:write", "auth:introspect"])
+    # A key gives only scopes it holds, so it holds the ones these tests give out.
+    scopes = ["apikeys:read", "apikeys:write", "auth:introspect", "usage:read", "usage:write"]
+    return await issue_key(server[0], tenant, scopes)
 
 
 def _stub(channel: grpc.aio.Channel) -> rpc.ApiKeyServiceStub:

@@ -126,6 +126,23 @@ async def test_malformed_envelope_fields_are_each_named(channel: grpc.aio.Channe
     assert set(field_violations(caught.value)) == {"type", "source", "subject", "time", "idempotency_key"}
 
 
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2066", "\u200b", "\u200f", "\ufeff", "\u00ad"])
+async def test_a_subject_with_bidi_or_zero_width_characters_is_refused(
+    channel: grpc.aio.Channel, tenant: Tenant, hidden: str
+) -> None:
+    stub = rpc.EventsServiceStub(channel)
+    before = await stub.ListEvents(pb.ListEventsRequest(), metadata=tenant.reader)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.PublishEvent(
+            pb.PublishEventRequest(type="deal.won", source="crm", subject=f"deal_1{hidden}"),
+            metadata=tenant.publisher,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(caught.value) == ["subject"]
+    after = await stub.ListEvents(pb.ListEventsRequest(), metadata=tenant.reader)
+    assert after == before, "a refused publish appended nothing"
+
+
 async def test_data_over_64_kib_is_too_large(channel: grpc.aio.Channel, tenant: Tenant) -> None:
     stub = rpc.EventsServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:

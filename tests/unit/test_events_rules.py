@@ -122,3 +122,14 @@ def test_filtered_out_events_advance_the_cursor() -> None:
     subscriber = Subscriber("ten_x", _filter(["x.y"]), through=0, since=None, max_events=3, max_bytes=10**6)
     assert subscriber.offer([Entry(_event(n), lambda e: (e, 10)) for n in range(1, 10)]) is True
     assert (subscriber.cursor, len(subscriber.buffer)) == (9, 0)
+
+
+@pytest.mark.parametrize("hidden", ["\u202e", "\u2066", "\u200b", "\u200f", "\ufeff"])
+def test_a_subject_may_not_hide_bidi_or_zero_width_characters(hidden: str) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        envelope.check(Draft(type="deal.won", source="crm", subject=f"deal_1{hidden}gnp.exe"), NOW)
+    assert [v.field for v in raised.value.violations] == ["subject"]
+
+
+def test_a_subject_may_hold_visible_text_in_any_script() -> None:
+    envelope.check(Draft(type="deal.won", source="crm", subject="Ünïcode — 東京 ✓ مرحبا"), NOW)

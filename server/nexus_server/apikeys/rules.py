@@ -5,12 +5,13 @@ Plain functions on plain values (no grpc, no SQL); each refusal names the reques
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Literal
 
 from nexus_server.apikeys.store import ApiKeyRow
-from nexus_server.common.errors import FieldViolation
+from nexus_server.common.errors import FieldViolation, PermissionDenied
+from nexus_server.common.text import HIDDEN_WHY, has_control
 
 SCOPES = frozenset(
     {
@@ -38,6 +39,11 @@ MAX_GRACE = timedelta(days=7)
 
 ACTIVE, EXPIRED, REVOKED = "active", "expired", "revoked"
 
+# What a caller may put on a key: the scopes of the API key that calls, or ANY_SCOPE for a
+# person, whom the caller table has already required to be a tenant admin or owner.
+Grantor = frozenset[str] | None
+ANY_SCOPE: Grantor = None
+
 
 def clean_name(name: str, field: str, out: list[FieldViolation]) -> str:
     name = name.strip()
@@ -45,8 +51,10 @@ def clean_name(name: str, field: str, out: list[FieldViolation]) -> str:
         out.append(FieldViolation(field, "must not be empty"))
     elif len(name) > MAX_NAME:
         out.append(FieldViolation(field, f"must be at most {MAX_NAME} characters"))
-    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        out.append(FieldViolation(field, "must not contain control characters"))
+    elif has_control(name):
+        # As tenant names: a key's name is shown in the console and in events, where a
+        # bidirectional override or a zero-width character would make it pass for another.
+        out.append(FieldViolation(field, HIDDEN_WHY))
     return name
 
 
@@ -111,3 +119,35 @@ def previous_secret_live(row: ApiKeyRow, now: datetime) -> bool:
 def holds(scopes: Iterable[str], required: str) -> bool:
     held = set(scopes)
     return "*" in held or required in held
+
+
+def not_grantable(requested: Iterable[str], held: Grantor) -> tuple[str, ...]:
+    """The scopes of `requested` that a caller holding `held` may not put on a key, sorted.
+
+    A key gives only what it holds, or `apikeys:write` alone would mint a key with `*`.
+    Holding `*` gives everything; `*` itself (every scope, including scopes added later) only
+    a key holding `*` may give, however many named scopes the caller holds.
+    """
+    if held is None or "*" in held:
+        return ()
+    return tuple(sorted(set(requested) - held))
+
+
+def check_grantable(requested: Iterable[str], held: Grantor, action: Literal["grant", "rotate"]) -> None:
+    """Refuse with PERMISSION_DENIED SCOPE_NOT_GRANTABLE unless `held` may give `requested`.
+
+    Rotating counts as granting: the new secret is handed to the caller and carries the
+    rotated key's scopes."""
+    missing = not_grantable(requested, held)
+    if not missing:
+        return
+    what = (
+        "an API key may grant only scopes it holds itself"
+        if action == "grant"
+        else "an API key may rotate only keys whose scopes it holds itself (the new secret carries them)"
+    )
+    raise PermissionDenied(
+        f"{what}; the calling key does not hold {', '.join(missing)}",
+        reason="SCOPE_NOT_GRANTABLE",
+        metadata={"scopes": ",".join(missing)},
+    )

@@ -43,6 +43,7 @@ class ApiKeyService:
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expire_time=expire,
                 created_by=call.principal.user_id,
+                grantor=_grantor(call),
             )
         return pb.CreateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
 
@@ -70,18 +71,19 @@ class ApiKeyService:
     async def UpdateApiKey(self, request: pb.UpdateApiKeyRequest, context: Any) -> Any:
         if not request.HasField("api_key"):
             raise InvalidArgument(FieldViolation("api_key", "is required"))
-        change = messages.key_update(request)
+        call, change = current_call(), messages.key_update(request)
         async with self.db.unit_of_work() as uow:
             row = await workflows.update_key(
-                uow, self.ctx.revocations, current_call().tenant_id, request.api_key.id, change
+                uow, self.ctx.revocations, call.tenant_id, request.api_key.id, change, grantor=_grantor(call)
             )
         return messages.api_key(row, self.db.clock.now())
 
     async def RotateApiKey(self, request: pb.RotateApiKeyRequest, context: Any) -> pb.RotateApiKeyResponse:
+        call = current_call()
         grace = messages.to_timedelta(request.grace_period, "grace_period", rules.MAX_GRACE)
         async with self.db.unit_of_work() as uow:
             row, full_key = await workflows.rotate_key(
-                uow, self.ctx.revocations, current_call().tenant_id, request.id, grace
+                uow, self.ctx.revocations, call.tenant_id, request.id, grace, grantor=_grantor(call)
             )
         return pb.RotateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
 
@@ -111,6 +113,15 @@ class ApiKeyService:
         if self.ctx.tenants is None:
             return False
         return await self.ctx.tenants.status(tenant_id) is TenantStatus.SUSPENDED
+
+
+def _grantor(call: Call) -> rules.Grantor:
+    """What this caller may give a key: a person passed the caller table as a tenant admin and
+    may give any scope; an API key only the scopes it holds."""
+    principal = call.principal
+    if principal is not None and principal.is_user:
+        return rules.ANY_SCOPE
+    return principal.scopes if principal is not None else frozenset()
 
 
 def _own_key_limit(call: Call) -> LimitState | None:

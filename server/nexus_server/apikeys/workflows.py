@@ -46,8 +46,11 @@ async def issue_key(
     rate_limit_per_minute: int = rules.DEFAULT_RATE_LIMIT,
     expire_time: datetime | None = None,
     created_by: str = "",
+    grantor: rules.Grantor = rules.ANY_SCOPE,
 ) -> tuple[ApiKeyRow, str]:
-    """Create a key; returns its record and the full key, which exists only in this answer."""
+    """Create a key; returns its record and the full key, which exists only in this answer.
+    `grantor` is what the caller may give (rules.check_grantable); ANY_SCOPE for a person or
+    an operator at the command line."""
     now = uow.clock.now()
     violations: list[FieldViolation] = []
     name = rules.clean_name(name, "api_key.name", violations)
@@ -57,6 +60,7 @@ async def issue_key(
     rules.check_expiry(expire_time, now, "api_key.expire_time", violations)
     if violations:
         raise InvalidArgument(violations)
+    rules.check_grantable(clean_scopes, grantor, "grant")
     key_id = key_format.new_key_id(int(now.timestamp() * 1000))
     full_key = key_format.new_full_key(key_id)
     row = ApiKeyRow(
@@ -161,8 +165,16 @@ UPDATABLE = ("name", "scopes", "rate_limit_per_minute", "expire_time")
 
 
 async def update_key(
-    uow: UnitOfWork, revocations: Revocations, tenant_id: str, key_id: str, change: KeyUpdate
+    uow: UnitOfWork,
+    revocations: Revocations,
+    tenant_id: str,
+    key_id: str,
+    change: KeyUpdate,
+    *,
+    grantor: rules.Grantor = rules.ANY_SCOPE,
 ) -> ApiKeyRow:
+    """Change the fields `change` sets. New scopes must all be the grantor's to give, on any
+    key, the calling key itself included."""
     _check_id(key_id, "api_key.id")
     now = uow.clock.now()
     violations: list[FieldViolation] = []
@@ -180,6 +192,8 @@ async def update_key(
         values["expire_time"] = change.expire_time
     if violations:
         raise InvalidArgument(violations)
+    if "scopes" in values:
+        rules.check_grantable(values["scopes"], grantor, "grant")
     row = await _find(uow, tenant_id, key_id, field="api_key.id", lock=True)
     _require_active(row, now)
     if not values:
@@ -196,14 +210,23 @@ async def update_key(
 
 
 async def rotate_key(
-    uow: UnitOfWork, revocations: Revocations, tenant_id: str, key_id: str, grace: timedelta
+    uow: UnitOfWork,
+    revocations: Revocations,
+    tenant_id: str,
+    key_id: str,
+    grace: timedelta,
+    *,
+    grantor: rules.Grantor = rules.ANY_SCOPE,
 ) -> tuple[ApiKeyRow, str]:
+    """Give the key a new secret, returned once. The caller learns a working secret of the
+    key, so it must be able to grant every scope the key holds."""
     if grace < timedelta(0) or grace > rules.MAX_GRACE:
         _check_id(key_id)
         raise InvalidArgument(FieldViolation("grace_period", "must be from 0 to 7 days"))
     now = uow.clock.now()
     row = await _find(uow, tenant_id, key_id, lock=True)
     _require_active(row, now)
+    rules.check_grantable(row.scopes, grantor, "rotate")
     full_key = key_format.new_full_key(key_id)
     previous_hash: str | None = None
     previous_until: datetime | None = None

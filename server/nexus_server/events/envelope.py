@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
+from nexus_server.common.text import HIDDEN_WHY, has_control
 from nexus_server.events.filters import source_problem, type_problem
 
 MAX_DATA_BYTES = 65_536
@@ -23,8 +24,10 @@ MAX_DATA_DEPTH = 32
 MAX_SUBJECT = 256
 MAX_KEY = 128
 MAX_FUTURE = timedelta(minutes=5)
-# Characters a subject may not hold: controls, line/paragraph separators, lone surrogates.
-_BANNED_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
+# Besides what common.text refuses in every name (controls, invisible format characters such
+# as bidirectional overrides and zero-width spaces, surrogates, private-use and unassigned
+# code points), a subject may not break a line: it is shown on one line in logs and consoles.
+_LINE_BREAKS = frozenset({"Zl", "Zp"})
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,8 @@ def key_problem(key: str) -> str | None:
 def subject_problem(subject: str) -> str | None:
     if len(subject) > MAX_SUBJECT:
         return f"must be at most {MAX_SUBJECT} characters"
-    if any(unicodedata.category(c) in _BANNED_CATEGORIES for c in subject):
-        return "must be printable text without control characters"
+    if has_control(subject) or any(unicodedata.category(c) in _LINE_BREAKS for c in subject):
+        return f"must be printable text on one line; {HIDDEN_WHY}"
     return None
 
 

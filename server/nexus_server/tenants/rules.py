@@ -11,6 +11,7 @@ import unicodedata
 
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.ids import is_id
+from nexus_server.common.text import has_control
 from nexus_server.tenants.domains import DomainError, normalise_domain
 from nexus_server.tenants.permissions import BUILT_IN_ROLES
 
@@ -27,10 +28,6 @@ DEFAULT_PAGE = 50
 def raise_if(violations: list[FieldViolation]) -> None:
     if violations:
         raise InvalidArgument(violations)
-
-
-def has_control(text: str) -> bool:
-    return any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in text)
 
 
 def slug(value: str, field: str) -> tuple[str, list[FieldViolation]]:

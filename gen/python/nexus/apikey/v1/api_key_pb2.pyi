@@ -126,8 +126,10 @@ class ApiKey(_message.Message):
     """
     name: _builtins.str
     """A human-readable name that says what the key is for, for example `nexus-sales backend`:
-    1 to 100 Unicode characters, with no control characters, and leading and trailing
-    whitespace removed. Names need not be unique.
+    1 to 100 Unicode characters, with no control characters, no invisible format characters
+    (bidirectional controls such as U+202E, zero-width characters such as U+200B or U+FEFF),
+    and no private-use or unassigned code points, as in tenant names; leading and trailing
+    whitespace is removed. Names need not be unique.
     """
     environment: Global___ApiKey.Environment.ValueType
     """Whether the key is for test or live traffic. Required at creation; cannot be changed

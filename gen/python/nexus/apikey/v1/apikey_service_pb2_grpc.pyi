@@ -50,12 +50,15 @@ class ApiKeyServiceStub:
     `<id>.<secret>`, which is shown this once and cannot be retrieved again. Publishes the
     event `apikey.created`.
 
-    Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+    Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+    may give the new key only scopes it holds itself (all of them if it holds `*`, and `*`
+    only if it holds `*`).
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-    empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-    unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-    future.
+    empty, too long or holds control or invisible format characters, `scopes` is empty or
+    holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+    range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+    SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_apikey_service_pb2.ListApiKeysRequest, _apikey_service_pb2.ListApiKeysResponse]
     """Lists the API keys of the caller's tenant, newest first. Never returns a secret or its
@@ -81,13 +84,17 @@ class ApiKeyServiceStub:
     """Updates an active API key's name, scopes, rate limit or expiry. A narrower scope list, a
     lower rate limit or an earlier expiry takes effect on every replica within 1 second.
 
-    Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+    Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+    may set `scopes`, on any key including itself, only to scopes it holds itself (as in
+    CreateApiKey).
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value is
     invalid (the same rules as CreateApiKey), INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if
-    `update_mask` names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND)
-    if the caller's tenant has no key with that id, and FAILED_PRECONDITION (reason
-    API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or expired.
+    `update_mask` names a field that cannot be updated, PERMISSION_DENIED (reason
+    SCOPE_NOT_GRANTABLE) if the calling key does not hold one of the new `scopes`, NOT_FOUND
+    (reason RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, and
+    FAILED_PRECONDITION (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or
+    expired.
     """
     RotateApiKey: _grpc.UnaryUnaryMultiCallable[_apikey_service_pb2.RotateApiKeyRequest, _apikey_service_pb2.RotateApiKeyResponse]
     """Replaces an active API key's secret: the key keeps its id, tenant, scopes, rate limit and
@@ -96,13 +103,15 @@ class ApiKeyServiceStub:
     1 second; a secret from any earlier rotation stops working at once. Publishes the event
     `apikey.rotated`.
 
-    Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+    Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+    may rotate only keys whose scopes it holds itself, since it receives the new secret.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `id` is not a
     well-formed key id or `grace_period` is negative or longer than 7 days, NOT_FOUND (reason
-    RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, and
-    FAILED_PRECONDITION (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or
-    expired.
+    RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, FAILED_PRECONDITION
+    (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or expired, and
+    PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not hold one of
+    the key's scopes.
     """
     RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_apikey_service_pb2.RevokeApiKeyRequest, _api_key_pb2.ApiKey]
     """Revokes an API key for good: every replica refuses it, and any previous secret still in
@@ -151,12 +160,15 @@ class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
     `<id>.<secret>`, which is shown this once and cannot be retrieved again. Publishes the
     event `apikey.created`.
 
-    Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+    Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+    may give the new key only scopes it holds itself (all of them if it holds `*`, and `*`
+    only if it holds `*`).
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-    empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-    unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-    future.
+    empty, too long or holds control or invisible format characters, `scopes` is empty or
+    holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+    range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+    SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_apikey_service_pb2.ListApiKeysRequest, _apikey_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
     """Lists the API keys of the caller's tenant, newest first. Never returns a secret or its
@@ -182,13 +194,17 @@ class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
     """Updates an active API key's name, scopes, rate limit or expiry. A narrower scope list, a
     lower rate limit or an earlier expiry takes effect on every replica within 1 second.
 
-    Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+    Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+    may set `scopes`, on any key including itself, only to scopes it holds itself (as in
+    CreateApiKey).
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value is
     invalid (the same rules as CreateApiKey), INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if
-    `update_mask` names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND)
-    if the caller's tenant has no key with that id, and FAILED_PRECONDITION (reason
-    API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or expired.
+    `update_mask` names a field that cannot be updated, PERMISSION_DENIED (reason
+    SCOPE_NOT_GRANTABLE) if the calling key does not hold one of the new `scopes`, NOT_FOUND
+    (reason RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, and
+    FAILED_PRECONDITION (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or
+    expired.
     """
     RotateApiKey: _aio.UnaryUnaryMultiCallable[_apikey_service_pb2.RotateApiKeyRequest, _apikey_service_pb2.RotateApiKeyResponse]  # type: ignore[assignment]
     """Replaces an active API key's secret: the key keeps its id, tenant, scopes, rate limit and
@@ -197,13 +213,15 @@ class ApiKeyServiceAsyncStub(ApiKeyServiceStub):
     1 second; a secret from any earlier rotation stops working at once. Publishes the event
     `apikey.rotated`.
 
-    Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+    Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+    may rotate only keys whose scopes it holds itself, since it receives the new secret.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `id` is not a
     well-formed key id or `grace_period` is negative or longer than 7 days, NOT_FOUND (reason
-    RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, and
-    FAILED_PRECONDITION (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or
-    expired.
+    RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, FAILED_PRECONDITION
+    (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or expired, and
+    PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not hold one of
+    the key's scopes.
     """
     RevokeApiKey: _aio.UnaryUnaryMultiCallable[_apikey_service_pb2.RevokeApiKeyRequest, _api_key_pb2.ApiKey]  # type: ignore[assignment]
     """Revokes an API key for good: every replica refuses it, and any previous secret still in
@@ -255,12 +273,15 @@ class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         `<id>.<secret>`, which is shown this once and cannot be retrieved again. Publishes the
         event `apikey.created`.
 
-        Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+        Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+        may give the new key only scopes it holds itself (all of them if it holds `*`, and `*`
+        only if it holds `*`).
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `name` is
-        empty or too long, `scopes` is empty or holds an unknown scope, `environment` is
-        unspecified, `rate_limit_per_minute` is out of range, or `expire_time` is not in the
-        future.
+        empty, too long or holds control or invisible format characters, `scopes` is empty or
+        holds an unknown scope, `environment` is unspecified, `rate_limit_per_minute` is out of
+        range, or `expire_time` is not in the future, and PERMISSION_DENIED (reason
+        SCOPE_NOT_GRANTABLE) if the calling key does not hold one of `scopes`.
         """
 
     @_abc_1.abstractmethod
@@ -304,13 +325,17 @@ class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Updates an active API key's name, scopes, rate limit or expiry. A narrower scope list, a
         lower rate limit or an earlier expiry takes effect on every replica within 1 second.
 
-        Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+        Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+        may set `scopes`, on any key including itself, only to scopes it holds itself (as in
+        CreateApiKey).
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value is
         invalid (the same rules as CreateApiKey), INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if
-        `update_mask` names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND)
-        if the caller's tenant has no key with that id, and FAILED_PRECONDITION (reason
-        API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or expired.
+        `update_mask` names a field that cannot be updated, PERMISSION_DENIED (reason
+        SCOPE_NOT_GRANTABLE) if the calling key does not hold one of the new `scopes`, NOT_FOUND
+        (reason RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, and
+        FAILED_PRECONDITION (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or
+        expired.
         """
 
     @_abc_1.abstractmethod
@@ -325,13 +350,15 @@ class ApiKeyServiceServicer(metaclass=_abc_1.ABCMeta):
         1 second; a secret from any earlier rotation stops working at once. Publishes the event
         `apikey.rotated`.
 
-        Callers: a tenant admin or owner, or an API key holding `apikeys:write`.
+        Callers: a tenant admin or owner, or an API key holding `apikeys:write`. A calling key
+        may rotate only keys whose scopes it holds itself, since it receives the new secret.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `id` is not a
         well-formed key id or `grace_period` is negative or longer than 7 days, NOT_FOUND (reason
-        RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, and
-        FAILED_PRECONDITION (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or
-        expired.
+        RESOURCE_NOT_FOUND) if the caller's tenant has no key with that id, FAILED_PRECONDITION
+        (reason API_KEY_REVOKED or API_KEY_EXPIRED) if the key is revoked or expired, and
+        PERMISSION_DENIED (reason SCOPE_NOT_GRANTABLE) if the calling key does not hold one of
+        the key's scopes.
         """
 
     @_abc_1.abstractmethod

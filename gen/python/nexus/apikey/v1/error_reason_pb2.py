@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"nexus/apikey/v1/error_reason.proto\x12\x0fnexus.apikey.v1*U\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41PI_KEY_REVOKED\x10\x01\x12\x13\n\x0f\x41PI_KEY_EXPIRED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"nexus/apikey/v1/error_reason.proto\x12\x0fnexus.apikey.v1*n\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41PI_KEY_REVOKED\x10\x01\x12\x13\n\x0f\x41PI_KEY_EXPIRED\x10\x02\x12\x17\n\x13SCOPE_NOT_GRANTABLE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nexus.apikey.v1.error_reaso
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=55
-  _globals['_ERRORREASON']._serialized_end=140
+  _globals['_ERRORREASON']._serialized_end=165
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `ErrorInfo.metadata.api_key_id` names the key and `google.rpc.PreconditionFailure`
     has a violation of type `STATE`. Status FAILED_PRECONDITION.
     """
+    SCOPE_NOT_GRANTABLE: _ErrorReason.ValueType  # 3
+    """The calling API key asked to give a key scopes it does not hold itself: CreateApiKey or
+    UpdateApiKey with such `scopes` (on any key, the calling key included), or RotateApiKey
+    of a key holding them, whose new secret the caller would receive. A key holding `*` may
+    give every scope, and only such a key may give `*`; a tenant admin or owner may give any.
+    `ErrorInfo.metadata.scopes` lists the scopes the caller may not give, comma-separated.
+    Status PERMISSION_DENIED.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the reasons that only ApiKeyService returns, in
@@ -60,5 +68,13 @@ API_KEY_EXPIRED: ErrorReason.ValueType  # 2
 final: UpdateApiKey and RotateApiKey refuse them (create a new key instead).
 `ErrorInfo.metadata.api_key_id` names the key and `google.rpc.PreconditionFailure`
 has a violation of type `STATE`. Status FAILED_PRECONDITION.
+"""
+SCOPE_NOT_GRANTABLE: ErrorReason.ValueType  # 3
+"""The calling API key asked to give a key scopes it does not hold itself: CreateApiKey or
+UpdateApiKey with such `scopes` (on any key, the calling key included), or RotateApiKey
+of a key holding them, whose new secret the caller would receive. A key holding `*` may
+give every scope, and only such a key may give `*`; a tenant admin or owner may give any.
+`ErrorInfo.metadata.scopes` lists the scopes the caller may not give, comma-separated.
+Status PERMISSION_DENIED.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

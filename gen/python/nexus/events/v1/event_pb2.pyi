@@ -78,7 +78,9 @@ class Event(_message.Message):
     subject: _builtins.str
     """What the event is about within its source (CloudEvents `subject`), for
     example a deal id `deal_8fK2`. Optional; at most 256 characters of printable
-    Unicode (no control characters). Empty when not given.
+    Unicode on one line: no control characters, no invisible format characters
+    (bidirectional controls, zero-width characters), no private-use or unassigned code
+    points. Empty when not given.
     """
     idempotency_key: _builtins.str
     """The idempotency key the publisher sent with PublishEvent, or empty if none.

@@ -51,7 +51,9 @@ class PublishEventRequest(_message.Message):
     """
     subject: _builtins.str
     """What the event is about within its source, for example a deal id. Optional;
-    at most 256 characters of printable Unicode.
+    at most 256 characters of printable Unicode on one line: no control characters,
+    no invisible format characters (bidirectional controls such as U+202E, zero-width
+    characters such as U+200B or U+FEFF), no private-use or unassigned code points.
     """
     idempotency_key: _builtins.str
     """Makes the publish safe to retry: within the tenant, a second PublishEvent
@@ -319,8 +321,8 @@ class ListEventsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
-    """Only events with exactly this subject. At most 256 characters; empty means
-    any subject.
+    """Only events with exactly this subject. At most 256 characters, with the same
+    characters as PublishEvent's `subject`; empty means any subject.
     """
     min_sequence: _builtins.int
     """Only events with a sequence of at least this number (inclusive). 0 means no
