@@ -21,7 +21,6 @@ from nexus_server.tenants import (
     members,
     paging,
     roles,
-    store,
     workflows,
 )
 from nexus_server.tenants.actor import Actor
@@ -165,10 +164,7 @@ class TenantService:
             post=self.post,
         )
         async with self.db.unit_of_work() as uow:
-            member, invitation = await members.add_member(uow, self.revocations, _actor(), add)
-            if member is not None:
-                return pb.AddMemberResponse(member=convert.member(member))
-            assert isinstance(invitation, store.InvitationRow)
+            invitation = await members.add_member(uow, _actor(), add)
             return pb.AddMemberResponse(invitation=convert.invitation(invitation, uow))
 
     async def ListMembers(self, request: pb.ListMembersRequest, context: Any) -> pb.ListMembersResponse:

@@ -368,11 +368,11 @@ class TenantServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddMember(self, request, context):
-        """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-        belongs to an account, that person becomes a member at once (`member` in the
-        response). If `email` belongs to no account, an invitation is created, or the pending
-        one for that address is re-sent with the new roles, and mailed to the address
-        (`invitation` in the response); the person becomes a member when they accept it.
+        """Invites a person to a tenant with the given roles: an invitation is created, or the
+        pending one for that address is re-sent with the new roles, and mailed to the address;
+        the person becomes a member only when they accept it (AcceptInvitation), never at once.
+        The response and the mail are the same whether or not the address belongs to an
+        account, so AddMember does not tell who has one.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
         `tenants.members.write`. Only owners may grant `owner`.
@@ -381,10 +381,10 @@ class TenantServiceServicer:
         a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
         (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
         RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-        ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-        ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-        (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-        permission they lack.
+        ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+        (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+        role with a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -489,8 +489,8 @@ class TenantServiceServicer:
         """Accepts an invitation with the token from its email: the caller becomes a member of the
         invitation's tenant with its roles (or, if already a member, keeps their membership
         unchanged) and the invitation becomes accepted. The caller's account email must be the
-        invited address. Invitations are also accepted without this RPC when the invited address
-        registers and verifies its email, or signs in with a verified account.
+        invited address. This is the only way to accept: signing up or signing in with the
+        invited address joins no tenant, so no one becomes a member without saying yes.
 
         Callers: any signed-in person.
 

@@ -152,11 +152,11 @@ class TenantServiceStub:
     FAILED_PRECONDITION (reason TENANT_DELETED) if the tenant is deleted.
     """
     AddMember: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.AddMemberRequest, _tenant_service_pb2.AddMemberResponse]
-    """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-    belongs to an account, that person becomes a member at once (`member` in the
-    response). If `email` belongs to no account, an invitation is created, or the pending
-    one for that address is re-sent with the new roles, and mailed to the address
-    (`invitation` in the response); the person becomes a member when they accept it.
+    """Invites a person to a tenant with the given roles: an invitation is created, or the
+    pending one for that address is re-sent with the new roles, and mailed to the address;
+    the person becomes a member only when they accept it (AcceptInvitation), never at once.
+    The response and the mail are the same whether or not the address belongs to an
+    account, so AddMember does not tell who has one.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
     `tenants.members.write`. Only owners may grant `owner`.
@@ -165,10 +165,10 @@ class TenantServiceStub:
     a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
     (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
     RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-    ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-    ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-    (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-    permission they lack.
+    ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+    (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+    role with a permission they lack.
     """
     ListMembers: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListMembersRequest, _tenant_service_pb2.ListMembersResponse]
     """Lists a tenant's members, oldest membership first (by `create_time`, then `user_id`).
@@ -245,8 +245,8 @@ class TenantServiceStub:
     """Accepts an invitation with the token from its email: the caller becomes a member of the
     invitation's tenant with its roles (or, if already a member, keeps their membership
     unchanged) and the invitation becomes accepted. The caller's account email must be the
-    invited address. Invitations are also accepted without this RPC when the invited address
-    registers and verifies its email, or signs in with a verified account.
+    invited address. This is the only way to accept: signing up or signing in with the
+    invited address joins no tenant, so no one becomes a member without saying yes.
 
     Callers: any signed-in person.
 
@@ -574,11 +574,11 @@ class TenantServiceAsyncStub(TenantServiceStub):
     FAILED_PRECONDITION (reason TENANT_DELETED) if the tenant is deleted.
     """
     AddMember: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.AddMemberRequest, _tenant_service_pb2.AddMemberResponse]  # type: ignore[assignment]
-    """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-    belongs to an account, that person becomes a member at once (`member` in the
-    response). If `email` belongs to no account, an invitation is created, or the pending
-    one for that address is re-sent with the new roles, and mailed to the address
-    (`invitation` in the response); the person becomes a member when they accept it.
+    """Invites a person to a tenant with the given roles: an invitation is created, or the
+    pending one for that address is re-sent with the new roles, and mailed to the address;
+    the person becomes a member only when they accept it (AcceptInvitation), never at once.
+    The response and the mail are the same whether or not the address belongs to an
+    account, so AddMember does not tell who has one.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
     `tenants.members.write`. Only owners may grant `owner`.
@@ -587,10 +587,10 @@ class TenantServiceAsyncStub(TenantServiceStub):
     a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
     (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
     RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-    ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-    ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-    (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-    permission they lack.
+    ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+    (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+    role with a permission they lack.
     """
     ListMembers: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListMembersRequest, _tenant_service_pb2.ListMembersResponse]  # type: ignore[assignment]
     """Lists a tenant's members, oldest membership first (by `create_time`, then `user_id`).
@@ -667,8 +667,8 @@ class TenantServiceAsyncStub(TenantServiceStub):
     """Accepts an invitation with the token from its email: the caller becomes a member of the
     invitation's tenant with its roles (or, if already a member, keeps their membership
     unchanged) and the invitation becomes accepted. The caller's account email must be the
-    invited address. Invitations are also accepted without this RPC when the invited address
-    registers and verifies its email, or signs in with a verified account.
+    invited address. This is the only way to accept: signing up or signing in with the
+    invited address joins no tenant, so no one becomes a member without saying yes.
 
     Callers: any signed-in person.
 
@@ -1047,11 +1047,11 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenant_service_pb2.AddMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tenant_service_pb2.AddMemberResponse, _abc.Awaitable[_tenant_service_pb2.AddMemberResponse]]:
-        """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-        belongs to an account, that person becomes a member at once (`member` in the
-        response). If `email` belongs to no account, an invitation is created, or the pending
-        one for that address is re-sent with the new roles, and mailed to the address
-        (`invitation` in the response); the person becomes a member when they accept it.
+        """Invites a person to a tenant with the given roles: an invitation is created, or the
+        pending one for that address is re-sent with the new roles, and mailed to the address;
+        the person becomes a member only when they accept it (AcceptInvitation), never at once.
+        The response and the mail are the same whether or not the address belongs to an
+        account, so AddMember does not tell who has one.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
         `tenants.members.write`. Only owners may grant `owner`.
@@ -1060,10 +1060,10 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
         (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
         RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-        ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-        ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-        (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-        permission they lack.
+        ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+        (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+        role with a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1182,8 +1182,8 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         """Accepts an invitation with the token from its email: the caller becomes a member of the
         invitation's tenant with its roles (or, if already a member, keeps their membership
         unchanged) and the invitation becomes accepted. The caller's account email must be the
-        invited address. Invitations are also accepted without this RPC when the invited address
-        registers and verifies its email, or signs in with a verified account.
+        invited address. This is the only way to accept: signing up or signing in with the
+        invited address joins no tenant, so no one becomes a member without saying yes.
 
         Callers: any signed-in person.
 
