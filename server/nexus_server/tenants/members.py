@@ -21,7 +21,12 @@ from nexus_server.common.errors import (
 )
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, paging, rules, store
-from nexus_server.tenants.actor import Actor, require_known_roles, require_may_hand_out
+from nexus_server.tenants.actor import (
+    Actor,
+    require_known_roles,
+    require_may_hand_out,
+    require_may_take_away,
+)
 from nexus_server.tenants.permissions import MEMBER, OWNER
 from nexus_server.tenants.workflows import invalidate_member
 
@@ -152,10 +157,12 @@ async def update_member(
     if current is None:
         raise NotFound(f"{user_id} is not a member of this tenant")
     await require_known_roles(uow.session, tenant_id, roles, "member.roles")
-    was_owner, is_owner = OWNER in current.roles, OWNER in roles
-    added = [r for r in roles if r not in current.roles]
-    await require_may_hand_out(uow.session, tenant_id, actor, added, touches_owner=was_owner != is_owner)
-    if was_owner and not is_owner:
+    # Only someone who could have made this member what they are (groups included) may
+    # change them, and only into what they could grant.
+    held = await access.standing(uow.session, tenant_id, user_id, current.roles)
+    await require_may_take_away(uow.session, tenant_id, actor, held.roles)
+    await require_may_hand_out(uow.session, tenant_id, actor, [r for r in roles if r not in current.roles])
+    if OWNER in current.roles and OWNER not in roles:
         await _last_owner_guard(uow, tenant_id, user_id)
     if list(current.roles) != roles:
         await store.upsert_membership(uow.session, tenant_id, user_id, roles, uow.clock.now())
@@ -188,9 +195,11 @@ async def remove_member(
     current = await store.get_membership(uow.session, tenant_id, user_id)
     if current is None:
         raise NotFound(f"{user_id} is not a member of this tenant")
+    if not leaving:
+        # Removal takes every role the member holds, their groups' too.
+        held = await access.standing(uow.session, tenant_id, user_id, current.roles)
+        await require_may_take_away(uow.session, tenant_id, actor, held.roles)
     if OWNER in current.roles:
-        if not leaving:
-            await require_may_hand_out(uow.session, tenant_id, actor, [], touches_owner=True)
         await _last_owner_guard(uow, tenant_id, user_id)
     await store.delete_membership(uow.session, tenant_id, user_id)
     await uow.append_event(

@@ -281,7 +281,7 @@ class TenantService:
     async def DeleteRole(self, request: pb.DeleteRoleRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
             await roles.delete_role(
-                uow, self.revocations, _own(request.tenant_id), request.role_id, force=request.force
+                uow, self.revocations, _actor(), _own(request.tenant_id), request.role_id, force=request.force
             )
         return _EMPTY
 
@@ -342,13 +342,15 @@ class TenantService:
     async def RemoveGroupMember(self, request: pb.RemoveGroupMemberRequest, context: Any) -> role_pb2.Group:
         async with self.db.unit_of_work() as uow:
             row = await groups.remove_group_member(
-                uow, self.revocations, _own(request.tenant_id), request.group_id, request.user_id
+                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id, request.user_id
             )
         return convert.group(row)
 
     async def DeleteGroup(self, request: pb.DeleteGroupRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await groups.delete_group(uow, self.revocations, _own(request.tenant_id), request.group_id)
+            await groups.delete_group(
+                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id
+            )
         return _EMPTY
 
     # --- projects --------------------------------------------------------------------------
