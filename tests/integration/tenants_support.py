@@ -1,10 +1,14 @@
 """Helpers for the tenants tests: a TenantService stub, platform administrators, the
-reason of a refusal, and a populated tenant to act on."""
+reason of a refusal, a populated tenant to act on, and the token of a mailed invitation."""
 
 from __future__ import annotations
 
+import asyncio
+import email
+import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from email.policy import default
 from typing import Any
 
 import grpc
@@ -51,3 +55,24 @@ async def team(server: NexusServer, channel: grpc.aio.Channel) -> Team:
     tenant_id = await make_tenant(server, owner.user_id)
     await set_roles(server, tenant_id, member.user_id, ["member"])
     return Team(tenant_id, owner, member)
+
+
+async def invitation_token(server: NexusServer, address: str) -> str:
+    """The token of the newest invitation mailed to `address`, read from the development
+    sink (the shared server has no SMTP), so a test can accept it as the person would."""
+    sink = server.settings.var_dir / "mail"
+    for _ in range(300):
+        tokens = []
+        for path in sorted(sink.glob("*.eml"), key=lambda p: p.stat().st_mtime) if sink.exists() else []:
+            raw = path.read_bytes()
+            if address.encode() not in raw:
+                continue
+            mail = email.message_from_bytes(raw, policy=default)
+            if mail["To"] == address and "Invitation" in mail["Subject"]:
+                found = re.search(r"token=([A-Za-z0-9_-]{43})", mail.get_content())  # type: ignore[attr-defined]
+                if found:
+                    tokens.append(found.group(1))
+        if tokens:
+            return tokens[-1]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no invitation mailed to {address}")

@@ -100,3 +100,73 @@ async def test_reinviting_replaces_the_token_and_revoking_stops_it(
         metadata=owner.metadata(),
     )
     assert revoked.state == member_pb2.Invitation.STATE_REVOKED
+
+
+async def _verified_user(channel: grpc.aio.Channel, inbox: Inbox) -> User:
+    """A registered account whose address is verified (sign-in used to accept for such)."""
+    from nexus.identity.v1 import identity_service_pb2 as ipb
+    from nexus.identity.v1 import identity_service_pb2_grpc as irpc
+
+    user = await register_user(channel)
+    mail = await inbox.wait_for(user.email, "Verify")
+    found = re.search(r"token=(nxv_[0-9A-Za-z]+)", mail.get_content())  # type: ignore[attr-defined]
+    assert found is not None
+    await irpc.IdentityServiceStub(channel).VerifyEmail(ipb.VerifyEmailRequest(token=found.group(1)))
+    return user
+
+
+async def test_adding_an_account_only_invites_it_until_it_accepts(
+    smtp_server: tuple[grpc.aio.Channel, Inbox],
+) -> None:
+    from nexus.identity.v1 import identity_service_pb2 as ipb
+    from nexus.identity.v1 import identity_service_pb2_grpc as irpc
+
+    channel, inbox = smtp_server
+    stub = tenants(channel)
+    owner, tenant = await _owned_tenant(channel, "Gamma")
+    person = await _verified_user(channel, inbox)
+    added = await stub.AddMember(
+        pb.AddMemberRequest(tenant_id=tenant.id, email=person.email, roles=["admin"]),
+        metadata=owner.metadata(),
+    )
+    assert added.WhichOneof("result") == "invitation"
+    assert (added.invitation.email, added.invitation.state) == (
+        person.email,
+        member_pb2.Invitation.STATE_PENDING,
+    )
+    token = _token(await inbox.wait_for(person.email, "Invitation to Gamma"))
+    # Signing in (with a verified address) joins nothing: the person has not said yes.
+    signed_in = await irpc.IdentityServiceStub(channel).Login(
+        ipb.LoginRequest(email=person.email, password=person.password)
+    )
+    assert signed_in.tenant_id == ""
+    listed = await stub.ListMembers(pb.ListMembersRequest(tenant_id=tenant.id), metadata=owner.metadata())
+    assert [m.user_id for m in listed.members] == [owner.user_id]
+    member = await stub.AcceptInvitation(pb.AcceptInvitationRequest(token=token), metadata=person.metadata())
+    assert (member.tenant_id, member.user_id, list(member.roles)) == (tenant.id, person.user_id, ["admin"])
+
+
+async def test_add_member_answers_alike_whether_the_address_has_an_account(
+    smtp_server: tuple[grpc.aio.Channel, Inbox],
+) -> None:
+    channel, inbox = smtp_server
+    stub = tenants(channel)
+    owner, tenant = await _owned_tenant(channel, "Delta")
+    known = (await register_user(channel)).email
+    unknown = f"{unique('nobody')}@example.com"
+    answers = [
+        await stub.AddMember(pb.AddMemberRequest(tenant_id=tenant.id, email=a), metadata=owner.metadata())
+        for a in (known, unknown)
+    ]
+    assert [a.WhichOneof("result") for a in answers] == ["invitation", "invitation"]
+    shapes = [sorted(f.name for f, _ in a.invitation.ListFields()) for a in answers]
+    assert shapes[0] == shapes[1]
+    assert [a.invitation.email for a in answers] == [known, unknown]
+
+    def neutral(mail: EmailMessage, address: str) -> tuple[str, str]:
+        body = mail.get_content()  # type: ignore[attr-defined]
+        body = re.sub(r"token=[A-Za-z0-9_-]{43}", "token=T", body.replace(address, "A"))
+        return mail["Subject"], re.sub(r"\d{4}-\d\d-\d\dT[\d:.+]+", "TIME", body)
+
+    mails = [neutral(await inbox.wait_for(a, "Invitation to Delta"), a) for a in (known, unknown)]
+    assert mails[0] == mails[1]

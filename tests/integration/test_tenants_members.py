@@ -8,30 +8,37 @@ from google.protobuf import field_mask_pb2
 from nexus.tenant.v1 import member_pb2, project_pb2, role_pb2
 from nexus.tenant.v1 import tenant_service_pb2 as pb
 from nexus_server.app.server import NexusServer
-from tests.integration.tenants_support import refusal, team, tenants
+from tests.integration.tenants_support import invitation_token, refusal, team, tenants
 from tests.support import issue_key, key_metadata, register_user, set_roles, unique
 
 Server = tuple[NexusServer, int]
 Check = pb.CheckPermissionResponse
 
 
-async def test_add_member_by_email_of_an_account_adds_at_once(
+async def test_an_account_added_by_email_is_invited_and_joins_when_it_accepts(
     server: Server, channel: grpc.aio.Channel
 ) -> None:
     t = await team(server[0], channel)
+    stub = tenants(channel)
     person = await register_user(channel)
-    added = await tenants(channel).AddMember(
+    added = await stub.AddMember(
         pb.AddMemberRequest(tenant_id=t.tenant_id, email=f"  {person.email.upper()} ", roles=["read_only"]),
         metadata=t.owner.metadata(),
     )
-    assert added.WhichOneof("result") == "member"
-    assert (added.member.user_id, list(added.member.roles), added.member.added_by) == (
+    assert (added.invitation.email, list(added.invitation.roles), added.invitation.invited_by) == (
+        person.email,
+        ["read_only"],
+        t.owner.user_id,
+    )
+    token = await invitation_token(server[0], person.email)
+    member = await stub.AcceptInvitation(pb.AcceptInvitationRequest(token=token), metadata=person.metadata())
+    assert (member.user_id, list(member.roles), member.added_by) == (
         person.user_id,
         ["read_only"],
         t.owner.user_id,
     )
     code, reason = await refusal(
-        tenants(channel).AddMember(
+        stub.AddMember(
             pb.AddMemberRequest(tenant_id=t.tenant_id, user_id=person.user_id), metadata=t.owner.metadata()
         )
     )
@@ -105,7 +112,7 @@ async def test_custom_role_opens_its_rpcs_and_cannot_hand_out_more(
     )
     same_role = pb.AddMemberRequest(tenant_id=t.tenant_id, user_id=newcomer.user_id, roles=[role.id])
     added = await stub.AddMember(same_role, metadata=t.member.metadata())
-    assert list(added.member.roles) == [role.id]
+    assert list(added.invitation.roles) == [role.id]
     groups = pb.ListGroupsRequest(tenant_id=t.tenant_id)
     assert (await refusal(stub.ListGroups(groups, metadata=t.member.metadata())))[
         0

@@ -109,8 +109,6 @@ async def login(
     try:
         async with deps.db.unit_of_work() as uow:
             now = uow.clock.now()
-            if user.email_verified:
-                await deps.accept_invitations(uow, user.id, user.email)
             holder = sessions.Holder(user.id, user.platform_admin)
             active_tenant, roles = await sessions.choose_tenant(uow, holder, tenant_id, default_only=True)
             pair = await sessions.start(deps, uow, user, client, active_tenant, roles)
@@ -250,7 +248,6 @@ async def verify_email(deps: Identity, *, token: str) -> store.UserRow:
         await uow.append_event(
             "user.email_verified", {"user_id": row.user_id, "email": row.email}, subject=row.user_id
         )
-        await deps.accept_invitations(uow, row.user_id, row.email)
         user = await store.get_user(uow.session, row.user_id)
     if user is None:
         raise NotFound("the account of this link no longer exists")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nexus_server.auth.ports import TenantDirectory
@@ -35,14 +35,6 @@ class Identity:
     refresh_key: bytes  # keys the derivation of a refresh token's successor
     tenants: Callable[[], TenantDirectory | None]
     project_grants: ProjectGrants | None = None
-    # Shared objects of other capabilities (AppContext.extras), looked up when used:
-    # "tenants.accept_invitations" joins a verified address to the tenants that invited it.
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    async def accept_invitations(self, uow: UnitOfWork, user_id: str, email: str) -> None:
-        accept = self.extras.get("tenants.accept_invitations")
-        if accept is not None:
-            await accept(uow, user_id, email)
 
 
 @dataclass(frozen=True)

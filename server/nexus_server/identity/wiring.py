@@ -46,7 +46,6 @@ def build_identity(ctx: AppContext) -> Identity:
         totp_sealer=Sealer(settings.secret_key, "totp-secrets"),
         refresh_key=hashlib.sha256(b"nexus refresh successor\0" + settings.secret_key.encode()).digest(),
         tenants=lambda: ctx.tenants,
-        extras=ctx.extras,
     )
 
 

@@ -14,7 +14,12 @@ from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import paging, rules, store
-from nexus_server.tenants.actor import Actor, require_known_roles, require_may_hand_out
+from nexus_server.tenants.actor import (
+    Actor,
+    require_known_roles,
+    require_may_hand_out,
+    require_may_take_away,
+)
 from nexus_server.tenants.directory import MEMBERSHIP
 from nexus_server.tenants.permissions import OWNER
 from nexus_server.tenants.workflows import invalidate_member
@@ -105,6 +110,10 @@ async def update_group(
     rules.raise_if(violations)
     if "roles" in values:
         await require_known_roles(uow.session, tenant_id, roles, "group.roles")
+        if set(roles) != set(row.roles):
+            # Changing what a group carries changes every member's rank: only someone who
+            # could grant all it carries now may.
+            await require_may_take_away(uow.session, tenant_id, actor, row.roles)
         await require_may_hand_out(uow.session, tenant_id, actor, set(roles) - set(row.roles))
     values = {k: v for k, v in values.items() if getattr(row, k) != v}
     if not values:
@@ -157,7 +166,7 @@ async def add_group_member(
 
 
 async def remove_group_member(
-    uow: UnitOfWork, revocations: Revocations, tenant_id: str, group_id: str, user_id: str
+    uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str, user_id: str
 ) -> store.GroupRow:
     violations = rules.identifier(user_id, "usr", "user_id")
     violations += rules.identifier(group_id, "grp", "group_id")
@@ -165,6 +174,7 @@ async def remove_group_member(
     group = await _get(uow, tenant_id, group_id)
     if user_id not in group.member_user_ids:
         return group
+    await require_may_take_away(uow.session, tenant_id, actor, group.roles)
     await store.remove_group_member(uow.session, group_id, user_id)
     return await _membership_changed(uow, revocations, tenant_id, group_id, user_id, "group.member_removed")
 
@@ -182,8 +192,11 @@ async def _membership_changed(
     return await _get(uow, tenant_id, group_id)
 
 
-async def delete_group(uow: UnitOfWork, revocations: Revocations, tenant_id: str, group_id: str) -> None:
+async def delete_group(
+    uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str
+) -> None:
     group = await _get(uow, tenant_id, group_id)
+    await require_may_take_away(uow.session, tenant_id, actor, group.roles)
     await store.delete_group(uow.session, group_id)
     await uow.append_event(
         "group.deleted", {"group_id": group_id, "name": group.name}, tenant_id=tenant_id, subject=group_id

@@ -1,4 +1,9 @@
-"""Invitations of addresses that have no account yet.
+"""Invitations: how a person joins a tenant they did not create (AddMember invites).
+
+A person joins only by accepting with the mailed token (AcceptInvitation), signed in to
+the account of the invited address: never at once, and never by merely signing up or in,
+so that no tenant can pull an account in without its consent. Whether the address has an
+account changes neither the invitation nor its mail.
 
 The mailed token is 32 random bytes (43 base64url characters); only its SHA-256 is stored,
 so the table never holds a usable token. Re-inviting an address replaces the pending
@@ -62,8 +67,8 @@ async def _send(uow: UnitOfWork, post: Post, row: store.InvitationRow, token: st
     body = (
         f"You have been invited to join {name} on Nexus.\n\n"
         f"Accept the invitation: {link}\n\n"
-        f"Or sign up or sign in with this address ({row.email}): the invitation is accepted "
-        f"automatically. It expires at {row.expire_time.isoformat()}.\n"
+        f"Sign in, or sign up, with this address ({row.email}) to accept it. If you do not "
+        f"want to join, ignore this email. It expires at {row.expire_time.isoformat()}.\n"
     )
     if post.mail is not None:
         await post.mail(uow, row.email, f"Invitation to {name} on Nexus", body)
@@ -211,22 +216,6 @@ async def accept(uow: UnitOfWork, revocations: Revocations, token: str, user_id:
     member = await store.get_membership(uow.session, row.tenant_id, user_id)
     assert member is not None
     return member
-
-
-async def accept_for_account(
-    uow: UnitOfWork, revocations: Revocations, user_id: str, email: str
-) -> list[str]:
-    """Accept every pending, unexpired invitation to `email` for the account `user_id`, whose
-    address is verified; returns the tenants joined. For identity: call it when an address
-    is verified and at sign-in with a verified account."""
-    joined = []
-    for row in await store.pending_invitations_for_email(uow.session, email.strip().lower()):
-        tenant = await store.get_tenant(uow.session, row.tenant_id)
-        if state_of(row, uow) != "pending" or tenant is None or tenant.status != "active":
-            continue
-        await _join(uow, revocations, row, user_id)
-        joined.append(row.tenant_id)
-    return joined
 
 
 STATES = {0: "", 1: "pending", 2: "accepted", 3: "revoked", 4: "expired"}

@@ -1,4 +1,4 @@
-"""Members: add (or invite), change roles, remove, leave, and the member view.
+"""Members: invite (AddMember), change roles, remove, leave, and the member view.
 
 The last-owner rule is checked under the tenant's row lock, so two owners demoting each
 other at once cannot leave a tenant without an owner.
@@ -21,7 +21,12 @@ from nexus_server.common.errors import (
 )
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, paging, rules, store
-from nexus_server.tenants.actor import Actor, require_known_roles, require_may_hand_out
+from nexus_server.tenants.actor import (
+    Actor,
+    require_known_roles,
+    require_may_hand_out,
+    require_may_take_away,
+)
 from nexus_server.tenants.permissions import MEMBER, OWNER
 from nexus_server.tenants.workflows import invalidate_member
 
@@ -68,33 +73,6 @@ async def _lock_tenant(uow: UnitOfWork, tenant_id: str) -> store.TenantRow:
     return row
 
 
-async def add_member_now(
-    uow: UnitOfWork,
-    revocations: Revocations,
-    tenant_id: str,
-    user_id: str,
-    roles: list[str],
-    added_by: str | None,
-) -> MemberView:
-    if await store.get_membership(uow.session, tenant_id, user_id) is not None:
-        raise AlreadyExists(
-            f"{user_id} is already a member; change their roles with UpdateMember",
-            reason="ALREADY_MEMBER",
-            metadata={"user_id": user_id},
-        )
-    await store.upsert_membership(uow.session, tenant_id, user_id, roles, uow.clock.now(), added_by=added_by)
-    await uow.append_event(
-        "member.added",
-        {"user_id": user_id, "roles": roles, "added_by": added_by or ""},
-        tenant_id=tenant_id,
-        subject=user_id,
-    )
-    await invalidate_member(uow, revocations, tenant_id, user_id)
-    row = await store.get_membership(uow.session, tenant_id, user_id)
-    assert row is not None
-    return await view(uow, row)
-
-
 @dataclass(frozen=True)
 class AddRequest:
     tenant_id: str
@@ -105,10 +83,10 @@ class AddRequest:
     post: Any = None  # invitations.Post: how an invitation is mailed
 
 
-async def add_member(
-    uow: UnitOfWork, revocations: Revocations, actor: Actor, request: AddRequest
-) -> tuple[MemberView | None, object | None]:
-    """(member, None) when the person has an account; (None, invitation) otherwise."""
+async def add_member(uow: UnitOfWork, actor: Actor, request: AddRequest) -> store.InvitationRow:
+    """Invite the person: always an invitation, never a membership at once, so that no one
+    joins a tenant without accepting, and the answer and the mail are the same whether or
+    not the address has an account (which would otherwise be told to any tenant admin)."""
     from nexus_server.tenants import invitations
 
     violations = rules.identifier(request.tenant_id, "ten", "tenant_id")
@@ -134,15 +112,17 @@ async def add_member(
         user = await store.user_by_id(uow.session, request.user_id)
         if user is None:
             raise NotFound(f"no account has the id {request.user_id}")
-        return await add_member_now(
-            uow, revocations, request.tenant_id, user.id, roles, actor.user_id or None
-        ), None
-    user = await store.user_by_email(uow.session, email)
-    if user is not None:
-        return await add_member_now(
-            uow, revocations, request.tenant_id, user.id, roles, actor.user_id or None
-        ), None
-    invitation = await invitations.invite(
+        email = user.email
+    else:
+        user = await store.user_by_email(uow.session, email)
+    # Only this tenant's own members are told apart: its admins can list them anyway.
+    if user is not None and await store.get_membership(uow.session, request.tenant_id, user.id):
+        raise AlreadyExists(
+            f"{user.id} is already a member; change their roles with UpdateMember",
+            reason="ALREADY_MEMBER",
+            metadata={"user_id": user.id},
+        )
+    return await invitations.invite(
         uow,
         request.post or invitations.Post(),
         request.tenant_id,
@@ -151,7 +131,6 @@ async def add_member(
         actor.user_id or None,
         ttl or invitations.DEFAULT_TTL,
     )
-    return None, invitation
 
 
 async def update_member(
@@ -178,10 +157,12 @@ async def update_member(
     if current is None:
         raise NotFound(f"{user_id} is not a member of this tenant")
     await require_known_roles(uow.session, tenant_id, roles, "member.roles")
-    was_owner, is_owner = OWNER in current.roles, OWNER in roles
-    added = [r for r in roles if r not in current.roles]
-    await require_may_hand_out(uow.session, tenant_id, actor, added, touches_owner=was_owner != is_owner)
-    if was_owner and not is_owner:
+    # Only someone who could have made this member what they are (groups included) may
+    # change them, and only into what they could grant.
+    held = await access.standing(uow.session, tenant_id, user_id, current.roles)
+    await require_may_take_away(uow.session, tenant_id, actor, held.roles)
+    await require_may_hand_out(uow.session, tenant_id, actor, [r for r in roles if r not in current.roles])
+    if OWNER in current.roles and OWNER not in roles:
         await _last_owner_guard(uow, tenant_id, user_id)
     if list(current.roles) != roles:
         await store.upsert_membership(uow.session, tenant_id, user_id, roles, uow.clock.now())
@@ -214,9 +195,11 @@ async def remove_member(
     current = await store.get_membership(uow.session, tenant_id, user_id)
     if current is None:
         raise NotFound(f"{user_id} is not a member of this tenant")
+    if not leaving:
+        # Removal takes every role the member holds, their groups' too.
+        held = await access.standing(uow.session, tenant_id, user_id, current.roles)
+        await require_may_take_away(uow.session, tenant_id, actor, held.roles)
     if OWNER in current.roles:
-        if not leaving:
-            await require_may_hand_out(uow.session, tenant_id, actor, [], touches_owner=True)
         await _last_owner_guard(uow, tenant_id, user_id)
     await store.delete_membership(uow.session, tenant_id, user_id)
     await uow.append_event(

@@ -17,7 +17,7 @@ from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
-from nexus_server.tenants.actor import Actor, require_permissions_held
+from nexus_server.tenants.actor import Actor, require_may_take_away, require_permissions_held
 from nexus_server.tenants.directory import MEMBERSHIP
 from nexus_server.tenants.permissions import BUILT_IN_PERMISSIONS, BUILT_IN_ROLES, BY_NAME
 
@@ -153,6 +153,9 @@ async def update_role(
     _raise(shape, unknown)
     if "permissions" in values:
         added = set(values["permissions"]) - set(row.permissions)  # type: ignore[call-overload]
+        if values["permissions"] != row.permissions and any(await _holders(uow, tenant_id, role_id)):
+            # Its holders' rank changes with it: only someone who could grant it as it is may.
+            await require_may_take_away(uow.session, tenant_id, actor, [role_id])
         await require_permissions_held(uow.session, tenant_id, actor, added)
     values = {k: v for k, v in values.items() if getattr(row, k) != v}
     if not values:
@@ -177,15 +180,26 @@ async def update_role(
     return _view(found)
 
 
-async def delete_role(
-    uow: UnitOfWork, revocations: Revocations, tenant_id: str, role_id: str, *, force: bool
-) -> None:
-    row = await _custom(uow, tenant_id, role_id, "role_id")
+async def _holders(
+    uow: UnitOfWork, tenant_id: str, role_id: str
+) -> tuple[list[store.MembershipRow], list[store.GroupRow], list[store.InvitationRow]]:
+    """The members, groups and pending invitations that hold the role."""
     members = [m for m in await store.all_memberships(uow.session, tenant_id) if role_id in m.roles]
     groups = [g for g in await store.all_groups(uow.session, tenant_id) if role_id in g.roles]
     invitations = [
         i for i in await store.pending_invitations_of_tenant(uow.session, tenant_id) if role_id in i.roles
     ]
+    return members, groups, invitations
+
+
+async def delete_role(
+    uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, role_id: str, *, force: bool
+) -> None:
+    row = await _custom(uow, tenant_id, role_id, "role_id")
+    members, groups, invitations = await _holders(uow, tenant_id, role_id)
+    if members or groups or invitations:
+        # Deleting a held role takes it from its holders: only someone who could grant it may.
+        await require_may_take_away(uow.session, tenant_id, actor, [role_id])
     if (members or groups or invitations) and not force:
         holders = [f"users/{m.user_id}" for m in members] + [f"groups/{g.id}" for g in groups]
         holders += [f"invitations/{i.id}" for i in invitations]

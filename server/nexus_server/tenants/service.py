@@ -21,7 +21,6 @@ from nexus_server.tenants import (
     members,
     paging,
     roles,
-    store,
     workflows,
 )
 from nexus_server.tenants.actor import Actor
@@ -165,10 +164,7 @@ class TenantService:
             post=self.post,
         )
         async with self.db.unit_of_work() as uow:
-            member, invitation = await members.add_member(uow, self.revocations, _actor(), add)
-            if member is not None:
-                return pb.AddMemberResponse(member=convert.member(member))
-            assert isinstance(invitation, store.InvitationRow)
+            invitation = await members.add_member(uow, _actor(), add)
             return pb.AddMemberResponse(invitation=convert.invitation(invitation, uow))
 
     async def ListMembers(self, request: pb.ListMembersRequest, context: Any) -> pb.ListMembersResponse:
@@ -285,7 +281,7 @@ class TenantService:
     async def DeleteRole(self, request: pb.DeleteRoleRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
             await roles.delete_role(
-                uow, self.revocations, _own(request.tenant_id), request.role_id, force=request.force
+                uow, self.revocations, _actor(), _own(request.tenant_id), request.role_id, force=request.force
             )
         return _EMPTY
 
@@ -346,13 +342,15 @@ class TenantService:
     async def RemoveGroupMember(self, request: pb.RemoveGroupMemberRequest, context: Any) -> role_pb2.Group:
         async with self.db.unit_of_work() as uow:
             row = await groups.remove_group_member(
-                uow, self.revocations, _own(request.tenant_id), request.group_id, request.user_id
+                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id, request.user_id
             )
         return convert.group(row)
 
     async def DeleteGroup(self, request: pb.DeleteGroupRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await groups.delete_group(uow, self.revocations, _own(request.tenant_id), request.group_id)
+            await groups.delete_group(
+                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id
+            )
         return _EMPTY
 
     # --- projects --------------------------------------------------------------------------

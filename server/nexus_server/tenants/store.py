@@ -663,11 +663,6 @@ async def pending_invitation(session: AsyncSession, tenant_id: str, email: str) 
     return _invitation(found) if found is not None else None
 
 
-async def pending_invitations_for_email(session: AsyncSession, email: str) -> list[InvitationRow]:
-    query = select(invitations).where(invitations.c.email == email, invitations.c.state == "pending")
-    return [_invitation(r) for r in await session.execute(query.order_by(invitations.c.create_time))]
-
-
 async def pending_invitations_of_tenant(session: AsyncSession, tenant_id: str) -> list[InvitationRow]:
     query = select(invitations).where(invitations.c.tenant_id == tenant_id, invitations.c.state == "pending")
     return [_invitation(r) for r in await session.execute(query)]

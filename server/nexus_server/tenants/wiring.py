@@ -1,6 +1,5 @@
-"""Builds the tenants capability: the tenant directory (for authentication), the ports it
-offers identity (project grants for tokens, invitations accepted at sign-in), and the
-TenantService servicer."""
+"""Builds the tenants capability: the tenant directory (for authentication), the port it
+offers identity (project grants for tokens), and the TenantService servicer."""
 
 from __future__ import annotations
 
@@ -35,7 +34,4 @@ def build(ctx: AppContext) -> object | None:
     if identity is not None and getattr(identity, "project_grants", False) is None:
         # Identity's port for the access token's `projects` claim (identity/deps.py).
         identity.project_grants = grants.project_roles
-    ctx.extras["tenants.accept_invitations"] = lambda uow, user_id, email: invitations.accept_for_account(
-        uow, ctx.revocations, user_id, email
-    )
     return TenantService(ctx, catalog, invitations.Post(mail, public_url), cache)

@@ -107,6 +107,16 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `google.rpc.PreconditionFailure` has a violation of type `GROUP_FULL`.
     Status FAILED_PRECONDITION.
     """
+    INSUFFICIENT_RANK: _ErrorReason.ValueType  # 17
+    """The caller tried to take away a role they could not grant: by removing or changing a
+    member who holds it (directly or through a group), by removing someone from, changing
+    or deleting a group that carries it, or by changing the permissions of or deleting a
+    custom role that is held. No one takes away more rank than they have: a member with a
+    custom role may act only on roles whose every permission they hold themselves.
+    `ErrorInfo.metadata.role` names the role and `ErrorInfo.metadata.permission` one
+    permission of it the caller lacks. Taking away the `owner` role is refused with the
+    common reason ROLE_REQUIRED instead. Status PERMISSION_DENIED.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the reasons that only TenantService returns, in
@@ -203,5 +213,15 @@ GROUP_FULL: ErrorReason.ValueType  # 16
 """AddGroupMember named a group that already has 1,000 members, the most a group may hold.
 `google.rpc.PreconditionFailure` has a violation of type `GROUP_FULL`.
 Status FAILED_PRECONDITION.
+"""
+INSUFFICIENT_RANK: ErrorReason.ValueType  # 17
+"""The caller tried to take away a role they could not grant: by removing or changing a
+member who holds it (directly or through a group), by removing someone from, changing
+or deleting a group that carries it, or by changing the permissions of or deleting a
+custom role that is held. No one takes away more rank than they have: a member with a
+custom role may act only on roles whose every permission they hold themselves.
+`ErrorInfo.metadata.role` names the role and `ErrorInfo.metadata.permission` one
+permission of it the caller lacks. Taking away the `owner` role is refused with the
+common reason ROLE_REQUIRED instead. Status PERMISSION_DENIED.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -51,15 +51,14 @@ class Member(_message.Message):
     display_name: _builtins.str
     """The member's display name, as held by IdentityService; may be empty."""
     added_by: _builtins.str
-    """The user id (`usr_…`) of the person who added the member or sent the invitation they
-    accepted; empty for the tenant's creator and for members added by the operator's
-    `nexus` command.
+    """The user id (`usr_…`) of the person who sent the invitation the member accepted; empty
+    for the tenant's creator and for members added by the operator's `nexus` command.
     """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The roles the member holds directly: built-in role names (`owner`, `admin`, `member`,
-        `read_only`) and custom role ids (`rol_…`) of this tenant, 1 to 20 when set by AddMember
-        or UpdateMember (an empty list on AddMember means `member`). Duplicates are removed and
+        `read_only`) and custom role ids (`rol_…`) of this tenant, 1 to 20 when set by an
+        invitation or UpdateMember (an empty list on AddMember means `member`). Duplicates are removed and
         the list is returned with built-in roles first, then custom roles by id. It can become
         empty only when DeleteRole with `force` takes away a member's only role; such a member
         stays a member, with only their inherited roles. Only owners may grant or take away `owner`
@@ -82,8 +81,8 @@ class Member(_message.Message):
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
-        """When the person became a member (UTC): AddMember, acceptance of an invitation, or
-        CreateTenant for its creator.
+        """When the person became a member (UTC): acceptance of an invitation, or CreateTenant
+        for its creator.
         """
 
     @_builtins.property
@@ -114,12 +113,11 @@ Global___Member: _TypeAlias = Member  # noqa: Y015
 
 @_typing.final
 class Invitation(_message.Message):
-    """An Invitation asks a person who has no Nexus account yet to join a tenant. AddMember
-    creates one when the email it is given belongs to no account, and mails a link carrying a
-    single-use token to that address through the mail outbox. The invitation is accepted by
-    AcceptInvitation with that token, or automatically when the invited address registers
-    and verifies its email, or signs in with a verified account of that address: the person
-    then becomes a member with the invitation's roles.
+    """An Invitation asks a person to join a tenant. AddMember creates one, whether or not the
+    address belongs to an account, and mails a link carrying a single-use token to that
+    address through the mail outbox. The invitation is accepted only by AcceptInvitation with
+    that token, called by the account of the invited address (signing up or in joins
+    nothing): the person then becomes a member with the invitation's roles.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

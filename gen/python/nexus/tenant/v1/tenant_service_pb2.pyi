@@ -23,6 +23,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -362,11 +367,11 @@ class AddMemberRequest(_message.Message):
     """The id of the tenant to add the person to, `ten_` followed by base62 characters."""
     email: _builtins.str
     """The person's email address: at most 254 characters, a single `local@domain` address
-    (no display name), trimmed and lower-cased. If it belongs to an account, that person
-    is added at once; otherwise an invitation is mailed to it.
+    (no display name), trimmed and lower-cased. The invitation is mailed to it, whether
+    or not it belongs to an account.
     """
     user_id: _builtins.str
-    """The person's user id (`usr_…`); they are added at once."""
+    """The person's user id (`usr_…`); the invitation is mailed to their account's address."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The roles to grant, in the format of `Member.roles`: 0 to 20 built-in role names and
@@ -375,9 +380,7 @@ class AddMemberRequest(_message.Message):
 
     @_builtins.property
     def invitation_ttl(self) -> _duration_pb2.Duration:
-        """How long an invitation stays valid, from 1 hour to 30 days; 0 or unset means 7 days.
-        Ignored when the person is added at once.
-        """
+        """How long the invitation stays valid, from 1 hour to 30 days; 0 or unset means 7 days."""
 
     def __init__(
         self,
@@ -400,20 +403,24 @@ Global___AddMemberRequest: _TypeAlias = AddMemberRequest  # noqa: Y015
 
 @_typing.final
 class AddMemberResponse(_message.Message):
-    """The response of AddMember: either the new membership or the invitation that was sent."""
+    """The response of AddMember: the invitation that was sent."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBER_FIELD_NUMBER: _builtins.int
     INVITATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
     def member(self) -> _member_pb2.Member:
-        """Set when the person had an account and is now a member."""
+        """Never set: AddMember no longer makes anyone a member at once (it would have joined an
+        account to the tenant without its consent, and told the caller that the address had
+        an account). Kept so that old clients still parse the response.
+        """
 
     @_builtins.property
     def invitation(self) -> _member_pb2.Invitation:
-        """Set when the email belonged to no account: the pending invitation that was created,
-        or re-sent if one was already pending for that address.
+        """The pending invitation that was created, or re-sent if one was already pending for
+        that address.
         """
 
     def __init__(

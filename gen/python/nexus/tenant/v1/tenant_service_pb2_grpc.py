@@ -368,11 +368,11 @@ class TenantServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddMember(self, request, context):
-        """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-        belongs to an account, that person becomes a member at once (`member` in the
-        response). If `email` belongs to no account, an invitation is created, or the pending
-        one for that address is re-sent with the new roles, and mailed to the address
-        (`invitation` in the response); the person becomes a member when they accept it.
+        """Invites a person to a tenant with the given roles: an invitation is created, or the
+        pending one for that address is re-sent with the new roles, and mailed to the address;
+        the person becomes a member only when they accept it (AcceptInvitation), never at once.
+        The response and the mail are the same whether or not the address belongs to an
+        account, so AddMember does not tell who has one.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
         `tenants.members.write`. Only owners may grant `owner`.
@@ -381,10 +381,10 @@ class TenantServiceServicer:
         a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
         (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
         RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-        ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-        ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-        (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-        permission they lack.
+        ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+        (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+        role with a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -410,16 +410,20 @@ class TenantServiceServicer:
         follows at their next refresh.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.members.write`. Only owners may grant or take away `owner`.
+        `tenants.members.write`. Only owners may change an owner or grant `owner`; a caller
+        with a custom role may change only a member whose every role (direct or from a group)
+        they could grant.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `roles` is
         empty or too long, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not exist in the
         tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names a field
         other than `roles`, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
         FAILED_PRECONDITION (reason LAST_OWNER) if the change would take `owner` from the last
-        owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner grants
-        or takes away `owner`, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller
-        with a custom role grants a role with a permission they lack.
+        owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner changes
+        an owner or grants `owner`, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller
+        with a custom role changes a member holding a role with a permission they lack, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+        role with a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -432,12 +436,14 @@ class TenantServiceServicer:
         account.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.members.write`. Only owners may remove an owner.
+        `tenants.members.write`. Only owners may remove an owner; a caller with a custom role
+        may remove only a member whose every role (direct or from a group) they could grant.
 
         Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
-        FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, and
-        PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner removes an
-        owner.
+        FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, PERMISSION_DENIED
+        (reason ROLE_REQUIRED) if a caller who is not an owner removes an owner, and
+        PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role removes a
+        member holding a role with a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -489,8 +495,8 @@ class TenantServiceServicer:
         """Accepts an invitation with the token from its email: the caller becomes a member of the
         invitation's tenant with its roles (or, if already a member, keeps their membership
         unchanged) and the invitation becomes accepted. The caller's account email must be the
-        invited address. Invitations are also accepted without this RPC when the invited address
-        registers and verifies its email, or signs in with a verified account.
+        invited address. This is the only way to accept: signing up or signing in with the
+        invited address joins no tenant, so no one becomes a member without saying yes.
 
         Callers: any signed-in person.
 
@@ -543,7 +549,8 @@ class TenantServiceServicer:
         the role get the new permissions on every replica within 1 second.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.roles.write`.
+        `tenants.roles.write`; such a caller may change the permissions of a role that members,
+        groups or invitations hold only if they hold every permission it grants.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
         breaks the rules of `Role`, INVALID_ARGUMENT (reason UNKNOWN_PERMISSION) if a permission
@@ -551,8 +558,9 @@ class TenantServiceServicer:
         names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant
         has no role with that id, FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the
         role is built in, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another role has the
-        new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom
-        role adds a permission they lack.
+        new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role
+        changes the permissions of a held role granting one they lack, and PERMISSION_DENIED
+        (reason PERMISSION_NOT_HELD) if a caller with a custom role adds a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -563,11 +571,14 @@ class TenantServiceServicer:
         group or pending invitation; with `force` it is first taken from all of them.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.roles.write`.
+        `tenants.roles.write`; such a caller may delete a held role only if they hold every
+        permission it grants.
 
         Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no role with that id,
-        FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in, and
-        FAILED_PRECONDITION (reason ROLE_IN_USE) if it is still held and `force` is not set.
+        FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in,
+        PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes a
+        held role granting a permission they lack, and FAILED_PRECONDITION (reason ROLE_IN_USE)
+        if it is still held and `force` is not set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -623,15 +634,18 @@ class TenantServiceServicer:
         replica within 1 second.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.groups.write`.
+        `tenants.groups.write`; such a caller may change the roles of a group only if they could
+        grant every role it carries.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
         breaks the rules of `Group`, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not
         exist in the tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names
         a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has
         no group with that id, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another group
-        has the new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a
-        custom role gives the group a role with a permission they lack.
+        has the new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+        role changes the roles of a group carrying a permission they lack, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role gives the
+        group a role with a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -662,11 +676,13 @@ class TenantServiceServicer:
         returns the group.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.groups.write`.
+        `tenants.groups.write`; such a caller may remove someone only from a group whose every
+        role they could grant.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `user_id` is
-        empty or malformed, and NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
-        with that id.
+        empty or malformed, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
+        with that id, and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+        role removes someone from a group carrying a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -677,9 +693,12 @@ class TenantServiceServicer:
         within 1 second; they stay members of the tenant.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.groups.write`.
+        `tenants.groups.write`; such a caller may delete only a group whose every role they
+        could grant.
 
-        Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id.
+        Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id,
+        and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes
+        a group carrying a permission they lack.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

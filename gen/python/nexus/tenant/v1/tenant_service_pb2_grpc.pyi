@@ -152,11 +152,11 @@ class TenantServiceStub:
     FAILED_PRECONDITION (reason TENANT_DELETED) if the tenant is deleted.
     """
     AddMember: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.AddMemberRequest, _tenant_service_pb2.AddMemberResponse]
-    """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-    belongs to an account, that person becomes a member at once (`member` in the
-    response). If `email` belongs to no account, an invitation is created, or the pending
-    one for that address is re-sent with the new roles, and mailed to the address
-    (`invitation` in the response); the person becomes a member when they accept it.
+    """Invites a person to a tenant with the given roles: an invitation is created, or the
+    pending one for that address is re-sent with the new roles, and mailed to the address;
+    the person becomes a member only when they accept it (AcceptInvitation), never at once.
+    The response and the mail are the same whether or not the address belongs to an
+    account, so AddMember does not tell who has one.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
     `tenants.members.write`. Only owners may grant `owner`.
@@ -165,10 +165,10 @@ class TenantServiceStub:
     a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
     (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
     RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-    ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-    ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-    (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-    permission they lack.
+    ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+    (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+    role with a permission they lack.
     """
     ListMembers: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListMembersRequest, _tenant_service_pb2.ListMembersResponse]
     """Lists a tenant's members, oldest membership first (by `create_time`, then `user_id`).
@@ -186,16 +186,20 @@ class TenantServiceStub:
     follows at their next refresh.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.members.write`. Only owners may grant or take away `owner`.
+    `tenants.members.write`. Only owners may change an owner or grant `owner`; a caller
+    with a custom role may change only a member whose every role (direct or from a group)
+    they could grant.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `roles` is
     empty or too long, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not exist in the
     tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names a field
     other than `roles`, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
     FAILED_PRECONDITION (reason LAST_OWNER) if the change would take `owner` from the last
-    owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner grants
-    or takes away `owner`, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller
-    with a custom role grants a role with a permission they lack.
+    owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner changes
+    an owner or grants `owner`, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller
+    with a custom role changes a member holding a role with a permission they lack, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+    role with a permission they lack.
     """
     RemoveMember: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.RemoveMemberRequest, _empty_pb2.Empty]
     """Removes a member from a tenant, with their group memberships and project grants. Their
@@ -204,12 +208,14 @@ class TenantServiceStub:
     account.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.members.write`. Only owners may remove an owner.
+    `tenants.members.write`. Only owners may remove an owner; a caller with a custom role
+    may remove only a member whose every role (direct or from a group) they could grant.
 
     Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
-    FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, and
-    PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner removes an
-    owner.
+    FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, PERMISSION_DENIED
+    (reason ROLE_REQUIRED) if a caller who is not an owner removes an owner, and
+    PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role removes a
+    member holding a role with a permission they lack.
     """
     LeaveTenant: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.LeaveTenantRequest, _empty_pb2.Empty]
     """Leaves a tenant: the caller stops being a member of it, exactly as RemoveMember would
@@ -245,8 +251,8 @@ class TenantServiceStub:
     """Accepts an invitation with the token from its email: the caller becomes a member of the
     invitation's tenant with its roles (or, if already a member, keeps their membership
     unchanged) and the invitation becomes accepted. The caller's account email must be the
-    invited address. Invitations are also accepted without this RPC when the invited address
-    registers and verifies its email, or signs in with a verified account.
+    invited address. This is the only way to accept: signing up or signing in with the
+    invited address joins no tenant, so no one becomes a member without saying yes.
 
     Callers: any signed-in person.
 
@@ -287,7 +293,8 @@ class TenantServiceStub:
     the role get the new permissions on every replica within 1 second.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.roles.write`.
+    `tenants.roles.write`; such a caller may change the permissions of a role that members,
+    groups or invitations hold only if they hold every permission it grants.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
     breaks the rules of `Role`, INVALID_ARGUMENT (reason UNKNOWN_PERMISSION) if a permission
@@ -295,19 +302,23 @@ class TenantServiceStub:
     names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant
     has no role with that id, FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the
     role is built in, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another role has the
-    new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom
-    role adds a permission they lack.
+    new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role
+    changes the permissions of a held role granting one they lack, and PERMISSION_DENIED
+    (reason PERMISSION_NOT_HELD) if a caller with a custom role adds a permission they lack.
     """
     DeleteRole: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.DeleteRoleRequest, _empty_pb2.Empty]
     """Deletes a custom role. Unless `force` is set, the role must not be held by any member,
     group or pending invitation; with `force` it is first taken from all of them.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.roles.write`.
+    `tenants.roles.write`; such a caller may delete a held role only if they hold every
+    permission it grants.
 
     Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no role with that id,
-    FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in, and
-    FAILED_PRECONDITION (reason ROLE_IN_USE) if it is still held and `force` is not set.
+    FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in,
+    PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes a
+    held role granting a permission they lack, and FAILED_PRECONDITION (reason ROLE_IN_USE)
+    if it is still held and `force` is not set.
     """
     ListPermissions: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListPermissionsRequest, _tenant_service_pb2.ListPermissionsResponse]
     """Lists the permission catalog: every permission a custom role may grant, by name. The
@@ -347,15 +358,18 @@ class TenantServiceStub:
     replica within 1 second.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.groups.write`.
+    `tenants.groups.write`; such a caller may change the roles of a group only if they could
+    grant every role it carries.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
     breaks the rules of `Group`, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not
     exist in the tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names
     a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has
     no group with that id, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another group
-    has the new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a
-    custom role gives the group a role with a permission they lack.
+    has the new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+    role changes the roles of a group carrying a permission they lack, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role gives the
+    group a role with a permission they lack.
     """
     AddGroupMember: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.AddGroupMemberRequest, _role_pb2.Group]
     """Adds a member of the tenant to a group, so that they inherit its roles on every replica
@@ -378,20 +392,25 @@ class TenantServiceStub:
     returns the group.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.groups.write`.
+    `tenants.groups.write`; such a caller may remove someone only from a group whose every
+    role they could grant.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `user_id` is
-    empty or malformed, and NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
-    with that id.
+    empty or malformed, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
+    with that id, and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+    role removes someone from a group carrying a permission they lack.
     """
     DeleteGroup: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.DeleteGroupRequest, _empty_pb2.Empty]
     """Deletes a group. Its members lose the roles they inherited from it on every replica
     within 1 second; they stay members of the tenant.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.groups.write`.
+    `tenants.groups.write`; such a caller may delete only a group whose every role they
+    could grant.
 
-    Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id.
+    Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id,
+    and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes
+    a group carrying a permission they lack.
     """
     ListProjects: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.ListProjectsRequest, _tenant_service_pb2.ListProjectsResponse]
     """Lists the ecosystem's projects that access can be granted to, in catalog order (the
@@ -574,11 +593,11 @@ class TenantServiceAsyncStub(TenantServiceStub):
     FAILED_PRECONDITION (reason TENANT_DELETED) if the tenant is deleted.
     """
     AddMember: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.AddMemberRequest, _tenant_service_pb2.AddMemberResponse]  # type: ignore[assignment]
-    """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-    belongs to an account, that person becomes a member at once (`member` in the
-    response). If `email` belongs to no account, an invitation is created, or the pending
-    one for that address is re-sent with the new roles, and mailed to the address
-    (`invitation` in the response); the person becomes a member when they accept it.
+    """Invites a person to a tenant with the given roles: an invitation is created, or the
+    pending one for that address is re-sent with the new roles, and mailed to the address;
+    the person becomes a member only when they accept it (AcceptInvitation), never at once.
+    The response and the mail are the same whether or not the address belongs to an
+    account, so AddMember does not tell who has one.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
     `tenants.members.write`. Only owners may grant `owner`.
@@ -587,10 +606,10 @@ class TenantServiceAsyncStub(TenantServiceStub):
     a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
     (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
     RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-    ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-    ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-    (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-    permission they lack.
+    ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+    (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+    role with a permission they lack.
     """
     ListMembers: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListMembersRequest, _tenant_service_pb2.ListMembersResponse]  # type: ignore[assignment]
     """Lists a tenant's members, oldest membership first (by `create_time`, then `user_id`).
@@ -608,16 +627,20 @@ class TenantServiceAsyncStub(TenantServiceStub):
     follows at their next refresh.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.members.write`. Only owners may grant or take away `owner`.
+    `tenants.members.write`. Only owners may change an owner or grant `owner`; a caller
+    with a custom role may change only a member whose every role (direct or from a group)
+    they could grant.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `roles` is
     empty or too long, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not exist in the
     tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names a field
     other than `roles`, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
     FAILED_PRECONDITION (reason LAST_OWNER) if the change would take `owner` from the last
-    owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner grants
-    or takes away `owner`, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller
-    with a custom role grants a role with a permission they lack.
+    owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner changes
+    an owner or grants `owner`, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller
+    with a custom role changes a member holding a role with a permission they lack, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+    role with a permission they lack.
     """
     RemoveMember: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.RemoveMemberRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Removes a member from a tenant, with their group memberships and project grants. Their
@@ -626,12 +649,14 @@ class TenantServiceAsyncStub(TenantServiceStub):
     account.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.members.write`. Only owners may remove an owner.
+    `tenants.members.write`. Only owners may remove an owner; a caller with a custom role
+    may remove only a member whose every role (direct or from a group) they could grant.
 
     Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
-    FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, and
-    PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner removes an
-    owner.
+    FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, PERMISSION_DENIED
+    (reason ROLE_REQUIRED) if a caller who is not an owner removes an owner, and
+    PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role removes a
+    member holding a role with a permission they lack.
     """
     LeaveTenant: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.LeaveTenantRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Leaves a tenant: the caller stops being a member of it, exactly as RemoveMember would
@@ -667,8 +692,8 @@ class TenantServiceAsyncStub(TenantServiceStub):
     """Accepts an invitation with the token from its email: the caller becomes a member of the
     invitation's tenant with its roles (or, if already a member, keeps their membership
     unchanged) and the invitation becomes accepted. The caller's account email must be the
-    invited address. Invitations are also accepted without this RPC when the invited address
-    registers and verifies its email, or signs in with a verified account.
+    invited address. This is the only way to accept: signing up or signing in with the
+    invited address joins no tenant, so no one becomes a member without saying yes.
 
     Callers: any signed-in person.
 
@@ -709,7 +734,8 @@ class TenantServiceAsyncStub(TenantServiceStub):
     the role get the new permissions on every replica within 1 second.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.roles.write`.
+    `tenants.roles.write`; such a caller may change the permissions of a role that members,
+    groups or invitations hold only if they hold every permission it grants.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
     breaks the rules of `Role`, INVALID_ARGUMENT (reason UNKNOWN_PERMISSION) if a permission
@@ -717,19 +743,23 @@ class TenantServiceAsyncStub(TenantServiceStub):
     names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant
     has no role with that id, FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the
     role is built in, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another role has the
-    new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom
-    role adds a permission they lack.
+    new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role
+    changes the permissions of a held role granting one they lack, and PERMISSION_DENIED
+    (reason PERMISSION_NOT_HELD) if a caller with a custom role adds a permission they lack.
     """
     DeleteRole: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.DeleteRoleRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a custom role. Unless `force` is set, the role must not be held by any member,
     group or pending invitation; with `force` it is first taken from all of them.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.roles.write`.
+    `tenants.roles.write`; such a caller may delete a held role only if they hold every
+    permission it grants.
 
     Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no role with that id,
-    FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in, and
-    FAILED_PRECONDITION (reason ROLE_IN_USE) if it is still held and `force` is not set.
+    FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in,
+    PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes a
+    held role granting a permission they lack, and FAILED_PRECONDITION (reason ROLE_IN_USE)
+    if it is still held and `force` is not set.
     """
     ListPermissions: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListPermissionsRequest, _tenant_service_pb2.ListPermissionsResponse]  # type: ignore[assignment]
     """Lists the permission catalog: every permission a custom role may grant, by name. The
@@ -769,15 +799,18 @@ class TenantServiceAsyncStub(TenantServiceStub):
     replica within 1 second.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.groups.write`.
+    `tenants.groups.write`; such a caller may change the roles of a group only if they could
+    grant every role it carries.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
     breaks the rules of `Group`, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not
     exist in the tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names
     a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has
     no group with that id, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another group
-    has the new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a
-    custom role gives the group a role with a permission they lack.
+    has the new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+    role changes the roles of a group carrying a permission they lack, and
+    PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role gives the
+    group a role with a permission they lack.
     """
     AddGroupMember: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.AddGroupMemberRequest, _role_pb2.Group]  # type: ignore[assignment]
     """Adds a member of the tenant to a group, so that they inherit its roles on every replica
@@ -800,20 +833,25 @@ class TenantServiceAsyncStub(TenantServiceStub):
     returns the group.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.groups.write`.
+    `tenants.groups.write`; such a caller may remove someone only from a group whose every
+    role they could grant.
 
     Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `user_id` is
-    empty or malformed, and NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
-    with that id.
+    empty or malformed, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
+    with that id, and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+    role removes someone from a group carrying a permission they lack.
     """
     DeleteGroup: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.DeleteGroupRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a group. Its members lose the roles they inherited from it on every replica
     within 1 second; they stay members of the tenant.
 
     Callers: the tenant's admins and owners, or members whose custom role grants
-    `tenants.groups.write`.
+    `tenants.groups.write`; such a caller may delete only a group whose every role they
+    could grant.
 
-    Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id.
+    Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id,
+    and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes
+    a group carrying a permission they lack.
     """
     ListProjects: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.ListProjectsRequest, _tenant_service_pb2.ListProjectsResponse]  # type: ignore[assignment]
     """Lists the ecosystem's projects that access can be granted to, in catalog order (the
@@ -1047,11 +1085,11 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _tenant_service_pb2.AddMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tenant_service_pb2.AddMemberResponse, _abc.Awaitable[_tenant_service_pb2.AddMemberResponse]]:
-        """Adds a person to a tenant with the given roles. If `user_id` is given, or `email`
-        belongs to an account, that person becomes a member at once (`member` in the
-        response). If `email` belongs to no account, an invitation is created, or the pending
-        one for that address is re-sent with the new roles, and mailed to the address
-        (`invitation` in the response); the person becomes a member when they accept it.
+        """Invites a person to a tenant with the given roles: an invitation is created, or the
+        pending one for that address is re-sent with the new roles, and mailed to the address;
+        the person becomes a member only when they accept it (AcceptInvitation), never at once.
+        The response and the mail are the same whether or not the address belongs to an
+        account, so AddMember does not tell who has one.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
         `tenants.members.write`. Only owners may grant `owner`.
@@ -1060,10 +1098,10 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         a malformed `email` or `user_id` is given or there are too many roles, INVALID_ARGUMENT
         (reason UNKNOWN_ROLE) if a role does not exist in the tenant, NOT_FOUND (reason
         RESOURCE_NOT_FOUND) if `user_id` names no account, ALREADY_EXISTS (reason
-        ALREADY_MEMBER) if the person is already a member, PERMISSION_DENIED (reason
-        ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and PERMISSION_DENIED
-        (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a role with a
-        permission they lack.
+        ALREADY_MEMBER) if the person is already a member of this tenant, PERMISSION_DENIED
+        (reason ROLE_REQUIRED) if a caller who is not an owner grants `owner`, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+        role with a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1093,16 +1131,20 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         follows at their next refresh.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.members.write`. Only owners may grant or take away `owner`.
+        `tenants.members.write`. Only owners may change an owner or grant `owner`; a caller
+        with a custom role may change only a member whose every role (direct or from a group)
+        they could grant.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `roles` is
         empty or too long, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not exist in the
         tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names a field
         other than `roles`, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
         FAILED_PRECONDITION (reason LAST_OWNER) if the change would take `owner` from the last
-        owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner grants
-        or takes away `owner`, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller
-        with a custom role grants a role with a permission they lack.
+        owner, PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner changes
+        an owner or grants `owner`, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller
+        with a custom role changes a member holding a role with a permission they lack, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role grants a
+        role with a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1117,12 +1159,14 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         account.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.members.write`. Only owners may remove an owner.
+        `tenants.members.write`. Only owners may remove an owner; a caller with a custom role
+        may remove only a member whose every role (direct or from a group) they could grant.
 
         Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the user is not a member,
-        FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, and
-        PERMISSION_DENIED (reason ROLE_REQUIRED) if a caller who is not an owner removes an
-        owner.
+        FAILED_PRECONDITION (reason LAST_OWNER) if they are the last owner, PERMISSION_DENIED
+        (reason ROLE_REQUIRED) if a caller who is not an owner removes an owner, and
+        PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role removes a
+        member holding a role with a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1182,8 +1226,8 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         """Accepts an invitation with the token from its email: the caller becomes a member of the
         invitation's tenant with its roles (or, if already a member, keeps their membership
         unchanged) and the invitation becomes accepted. The caller's account email must be the
-        invited address. Invitations are also accepted without this RPC when the invited address
-        registers and verifies its email, or signs in with a verified account.
+        invited address. This is the only way to accept: signing up or signing in with the
+        invited address joins no tenant, so no one becomes a member without saying yes.
 
         Callers: any signed-in person.
 
@@ -1242,7 +1286,8 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         the role get the new permissions on every replica within 1 second.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.roles.write`.
+        `tenants.roles.write`; such a caller may change the permissions of a role that members,
+        groups or invitations hold only if they hold every permission it grants.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
         breaks the rules of `Role`, INVALID_ARGUMENT (reason UNKNOWN_PERMISSION) if a permission
@@ -1250,8 +1295,9 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         names a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant
         has no role with that id, FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the
         role is built in, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another role has the
-        new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom
-        role adds a permission they lack.
+        new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role
+        changes the permissions of a held role granting one they lack, and PERMISSION_DENIED
+        (reason PERMISSION_NOT_HELD) if a caller with a custom role adds a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1264,11 +1310,14 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         group or pending invitation; with `force` it is first taken from all of them.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.roles.write`.
+        `tenants.roles.write`; such a caller may delete a held role only if they hold every
+        permission it grants.
 
         Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no role with that id,
-        FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in, and
-        FAILED_PRECONDITION (reason ROLE_IN_USE) if it is still held and `force` is not set.
+        FAILED_PRECONDITION (reason BUILT_IN_ROLE_IMMUTABLE) if the role is built in,
+        PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes a
+        held role granting a permission they lack, and FAILED_PRECONDITION (reason ROLE_IN_USE)
+        if it is still held and `force` is not set.
         """
 
     @_abc_1.abstractmethod
@@ -1332,15 +1381,18 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         replica within 1 second.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.groups.write`.
+        `tenants.groups.write`; such a caller may change the roles of a group only if they could
+        grant every role it carries.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if a new value
         breaks the rules of `Group`, INVALID_ARGUMENT (reason UNKNOWN_ROLE) if a role does not
         exist in the tenant, INVALID_ARGUMENT (reason UPDATE_MASK_INVALID) if `update_mask` names
         a field that cannot be updated, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has
         no group with that id, ALREADY_EXISTS (reason RESOURCE_ALREADY_EXISTS) if another group
-        has the new name, and PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a
-        custom role gives the group a role with a permission they lack.
+        has the new name, PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+        role changes the roles of a group carrying a permission they lack, and
+        PERMISSION_DENIED (reason PERMISSION_NOT_HELD) if a caller with a custom role gives the
+        group a role with a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1375,11 +1427,13 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         returns the group.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.groups.write`.
+        `tenants.groups.write`; such a caller may remove someone only from a group whose every
+        role they could grant.
 
         Returns INVALID_ARGUMENT (reason INVALID_REQUEST) with field violations if `user_id` is
-        empty or malformed, and NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
-        with that id.
+        empty or malformed, NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group
+        with that id, and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom
+        role removes someone from a group carrying a permission they lack.
         """
 
     @_abc_1.abstractmethod
@@ -1392,9 +1446,12 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         within 1 second; they stay members of the tenant.
 
         Callers: the tenant's admins and owners, or members whose custom role grants
-        `tenants.groups.write`.
+        `tenants.groups.write`; such a caller may delete only a group whose every role they
+        could grant.
 
-        Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id.
+        Returns NOT_FOUND (reason RESOURCE_NOT_FOUND) if the tenant has no group with that id,
+        and PERMISSION_DENIED (reason INSUFFICIENT_RANK) if a caller with a custom role deletes
+        a group carrying a permission they lack.
         """
 
     @_abc_1.abstractmethod
