@@ -28,6 +28,11 @@ class Settings:
     metrics_port: int | None = 9464  # Prometheus exposition; None disables it
     envoy_port: int = 8080
     envoy_admin_port: int = 9901
+    # Proxies of our own in front of Envoy (a cloud load balancer that appends to
+    # X-Forwarded-For). 0: the caller is Envoy's TCP peer and any X-Forwarded-For a client
+    # sends is ignored; N: Envoy believes the Nth-from-last entry. Set it higher than the real
+    # number of hops and clients choose their own address again.
+    envoy_xff_trusted_hops: int = 0
     log_level: str = "INFO"
     # How long a graceful stop waits for in-flight unary calls before cancelling them.
     shutdown_grace: timedelta = timedelta(seconds=10)
@@ -179,6 +184,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         envoy_port=_int(env, "NEXUS_ENVOY_PORT", base.envoy_port, 1, 65535) or base.envoy_port,
         envoy_admin_port=_int(env, "NEXUS_ENVOY_ADMIN_PORT", base.envoy_admin_port, 1, 65535)
         or base.envoy_admin_port,
+        envoy_xff_trusted_hops=_int(env, "NEXUS_ENVOY_XFF_TRUSTED_HOPS", base.envoy_xff_trusted_hops, 0, 10)
+        or 0,
         log_level=level,
         shutdown_grace=_seconds(env, "NEXUS_SHUTDOWN_GRACE_SECONDS", base.shutdown_grace),
         access_token_ttl=_seconds(env, "NEXUS_ACCESS_TOKEN_TTL_SECONDS", base.access_token_ttl),

@@ -144,10 +144,19 @@ class Response:
 
 
 def http_request(
-    port: int, method: str, path: str, *, headers: Mapping[str, str] | None = None, body: bytes | None = None
+    port: int,
+    method: str,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+    source: str | None = None,
 ) -> Response:
-    """One HTTP/1.1 request on a fresh connection (closed after), so nothing leaks."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    """One HTTP/1.1 request on a fresh connection (closed after), so nothing leaks; `source`
+    binds the client's end to that loopback address (127.0.0.2, …) to be another client."""
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0) if source else None
+    )
     try:
         conn.request(method, path, body=body, headers=dict(headers or {}))
         response = conn.getresponse()
@@ -190,22 +199,36 @@ class Stack:
         return f"127.0.0.1:{self.http_port}"
 
     def request(
-        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, body: bytes | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        source: str | None = None,
     ) -> Response:
-        """An HTTP/1.1 request through Envoy's public listener."""
-        return http_request(self.http_port, method, path, headers=headers, body=body)
+        """An HTTP/1.1 request through Envoy's public listener (from `source`, if given)."""
+        return http_request(self.http_port, method, path, headers=headers, body=body, source=source)
 
     def json(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, token: str = "", tenant: str = ""
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        token: str = "",
+        tenant: str = "",
+        headers: Mapping[str, str] | None = None,
+        source: str | None = None,
     ) -> tuple[Response, dict[str, Any]]:
         """A JSON call through Envoy as a web client makes it: the response and its parsed body."""
-        headers = {"content-type": "application/json"}
+        sent = {"content-type": "application/json", **(headers or {})}
         if token:
-            headers["authorization"] = f"Bearer {token}"
+            sent["authorization"] = f"Bearer {token}"
         if tenant:
-            headers["x-tenant-id"] = tenant
+            sent["x-tenant-id"] = tenant
         payload = json.dumps(body).encode() if body is not None else None
-        response = self.request(method, path, headers=headers, body=payload)
+        response = self.request(method, path, headers=sent, body=payload, source=source)
         return response, json.loads(response.text or "{}")
 
 
@@ -355,3 +378,49 @@ def replicas_on(
     finally:
         for proc in procs:
             stop_process(proc)
+
+
+@contextmanager
+def running_stack(var_dir: Path, **overrides: int | str) -> Iterator[Stack]:
+    """A stack of its own (migrate, `nexus serve`, Envoy) for a test that needs other settings
+    than the session's; both processes are stopped at exit."""
+    env = nexus_env(var_dir, NEXUS_METRICS_PORT="off", **overrides)
+    migrate = subprocess.run(
+        [NEXUS, "migrate"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert migrate.returncode == 0, f"nexus migrate failed:\n{migrate.stderr}"
+    settings = load_settings(env)
+    server_log, envoy_log, access_log = var_dir / "server.log", var_dir / "envoy.log", var_dir / "access.log"
+    with server_log.open("wb") as out:
+        server = subprocess.Popen(
+            [NEXUS, "serve"],
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    envoy: subprocess.Popen[bytes] | None = None
+    try:
+        port = settings.port
+        wait_for("nexus serve", lambda: grpc_serving(f"127.0.0.1:{port}"), server, server_log, START_TIMEOUT)
+        config_path = var_dir / "envoy.yaml"
+        config_path.write_text(
+            render_envoy_config(settings, upstream_port=port, descriptor_path=DESCRIPTOR_PATH)
+        )
+        with envoy_log.open("wb") as err, access_log.open("wb") as out:
+            envoy = subprocess.Popen(
+                envoy_command(config_path, log_level="info"), stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
+        wait_for(
+            "envoy",
+            lambda: http_get_text(settings.envoy_admin_port, "/ready") == "LIVE\n",
+            envoy,
+            envoy_log,
+            START_TIMEOUT,
+        )
+        yield Stack(settings, port, config_path, server_log, envoy_log, access_log, env)
+    finally:
+        if envoy is not None:
+            stop_process(envoy)
+        stop_process(server)

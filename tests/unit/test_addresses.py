@@ -41,3 +41,18 @@ def test_trusted_proxies_setting() -> None:
     assert parse_networks(load_settings({"NEXUS_TRUSTED_PROXIES": "none"}).trusted_proxies) == ()
     with pytest.raises(ConfigError, match="NEXUS_TRUSTED_PROXIES"):
         load_settings({"NEXUS_TRUSTED_PROXIES": "10.0.0.0/33"})
+
+
+def test_envoy_sets_the_address_itself_with_the_trusted_hops_configured() -> None:
+    from nexus_server.gateway.envoy_config import render_envoy_config
+
+    default = render_envoy_config(load_settings({}), upstream_port=50051)
+    behind_one = render_envoy_config(
+        load_settings({"NEXUS_ENVOY_XFF_TRUSTED_HOPS": "1"}), upstream_port=50051
+    )
+    assert "use_remote_address: true" in default and "xff_num_trusted_hops: 0" in default
+    assert "xff_num_trusted_hops: 1" in behind_one
+    # What reaches Nexus is the one address Envoy settled on, not the client's list.
+    assert 'key: x-forwarded-for, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"' in default
+    with pytest.raises(ConfigError, match="NEXUS_ENVOY_XFF_TRUSTED_HOPS"):
+        load_settings({"NEXUS_ENVOY_XFF_TRUSTED_HOPS": "-1"})

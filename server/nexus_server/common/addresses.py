@@ -1,10 +1,12 @@
 """The caller's network address, and which peers may speak for it (trusted proxies).
 
 Behind Envoy a call's peer is Envoy, and the caller's address is the last entry of
-`x-forwarded-for` (the hop Envoy itself saw; Envoy appends it, earlier entries are whatever
-the client sent). That header is believed only from a trusted proxy: a client reaching
-Nexus directly could otherwise name a new address on every attempt and slip past the
-per-address sign-in limits.
+`x-forwarded-for`. Our Envoy (deploy/envoy/envoy.yaml) takes the address from its own
+connection (`use_remote_address`, `xff_num_trusted_hops`) and sends that one address as the
+whole header; a proxy that appends instead puts the hop it saw last, after whatever the
+client wrote, so the last entry is the only one a client cannot choose. The header is believed
+only from a trusted proxy: a client reaching Nexus directly could otherwise name a new address
+on every attempt and slip past the per-address sign-in limits.
 """
 
 from __future__ import annotations

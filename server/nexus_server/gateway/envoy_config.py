@@ -39,6 +39,7 @@ def render_envoy_config(
         "NEXUS_ENVOY_HOST": listen,
         "NEXUS_ENVOY_PORT": str(settings.envoy_port),
         "NEXUS_ENVOY_ADMIN_PORT": str(settings.envoy_admin_port),
+        "NEXUS_ENVOY_XFF_TRUSTED_HOPS": str(settings.envoy_xff_trusted_hops),
         "NEXUS_UPSTREAM_HOST": host,
         "NEXUS_UPSTREAM_PORT": str(upstream_port),
         "NEXUS_UPSTREAM_TYPE": "STATIC" if is_ip(host) else "STRICT_DNS",
