@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from nexus_server import logs
-from nexus_server.config import ConfigError, Settings, load_settings
+from nexus_server.config import ConfigError, Settings, check_secret_key, load_settings
 
 log = logging.getLogger("nexus")
 T = TypeVar("T")
@@ -76,6 +77,13 @@ def run_loop(settings: Settings, main: Coroutine[Any, Any, T]) -> T:
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    try:
+        check_secret_key(settings)
+    except ConfigError as error:
+        sys.exit(f"nexus serve: refusing to start: {error}")
+    if settings.uses_dev_secret_key:
+        _warn_dev_secret_key("NEXUS_ALLOW_DEV_SECRET_KEY=1")
+    _private_var_dir(settings)
     run_loop(settings, run_server(settings))
     return 0
 
@@ -83,8 +91,26 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_dev(settings: Settings, _args: argparse.Namespace) -> int:
     from nexus_server.dev import run_dev
 
+    if settings.uses_dev_secret_key:
+        _warn_dev_secret_key("nexus dev")
+    _private_var_dir(settings)
     cmd_migrate(settings, _args)
     return run_dev(settings)
+
+
+def _warn_dev_secret_key(allowed_by: str) -> None:
+    log.warning(
+        "*** DEVELOPMENT SECRET KEY: signing keys are sealed with the built-in key that every "
+        "checkout shares; anyone who reads the database can forge any token. Never expose this "
+        "server; set NEXUS_SECRET_KEY (docs/operations.md). ***",
+        extra={"allowed_by": allowed_by},
+    )
+
+
+def _private_var_dir(settings: Settings) -> None:
+    from nexus_server.common.private_files import private_dir
+
+    private_dir(settings.var_dir)
 
 
 def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
@@ -129,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
     add_apikey_commands(sub)
     args = parser.parse_args(argv)
+    # Whatever the server writes (database, mail sink, rendered configs) is for this account
+    # alone; the explicit modes in common/private_files.py hold even without this.
+    os.umask(0o077)
     settings = _settings()
     logs.configure(settings.log_level)
     return int(args.fn(settings, args))

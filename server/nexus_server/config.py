@@ -12,6 +12,10 @@ from urllib.parse import urlparse
 from nexus_server.common.addresses import DEFAULT_TRUSTED, parse_networks
 
 ROOT = Path(__file__).resolve().parents[2]
+# The key every checkout shares: anyone can unseal what it sealed (the signing keys, so forge
+# any token). `nexus serve` refuses it unless NEXUS_ALLOW_DEV_SECRET_KEY=1 says this is a
+# development run; `nexus dev` (`make run`) allows it and says so loudly in the log.
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"
 
 
 class ConfigError(Exception):
@@ -40,8 +44,13 @@ class Settings:
     refresh_token_ttl: timedelta = timedelta(days=7)
     issuer: str = "http://127.0.0.1:8080"
     audience: str = "nexus"
-    # Encrypts signing keys' private parts at rest; required outside development.
-    secret_key: str = "dev-insecure-secret-key-change-me"
+    # Seals signing keys' private parts, TOTP secrets and queued mail at rest (identity/
+    # sealing.py); required outside development. `secret_key_previous` (the key before a
+    # rotation) only opens what the old key sealed, and start-up re-seals it with the new one.
+    secret_key: str = DEV_SECRET_KEY
+    secret_key_previous: str | None = None
+    # NEXUS_ALLOW_DEV_SECRET_KEY=1: a development run may use DEV_SECRET_KEY (see above).
+    allow_dev_secret_key: bool = False
     var_dir: Path = field(default_factory=lambda: ROOT / "var")
     # Events: each subscriber's buffer of live events (count and approximate bytes) before
     # it falls back to reading the log, and how often each replica re-reads the log heads
@@ -76,6 +85,21 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def uses_dev_secret_key(self) -> bool:
+        return self.secret_key == DEV_SECRET_KEY
+
+
+def check_secret_key(settings: Settings) -> None:
+    """Refuse the built-in development key unless NEXUS_ALLOW_DEV_SECRET_KEY=1 allows it."""
+    if settings.uses_dev_secret_key and not settings.allow_dev_secret_key:
+        raise ConfigError(
+            "NEXUS_SECRET_KEY is not set, so the built-in development key would seal the signing "
+            "keys, and anyone with this source could forge tokens. Set NEXUS_SECRET_KEY to a "
+            "generated key (python -c 'import secrets; print(secrets.token_urlsafe(32))'; see "
+            "docs/operations.md), or NEXUS_ALLOW_DEV_SECRET_KEY=1 for a development run"
+        )
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -114,6 +138,15 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...], default: s
             f"{name} must start with one of {', '.join(s + '://' for s in schemes)}; got {scheme!r}"
         )
     return raw
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be 1 or 0")
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
@@ -172,9 +205,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"NEXUS_LOG_LEVEL={level!r} must be one of DEBUG, INFO, WARNING, ERROR")
     metrics_off = env.get("NEXUS_METRICS_PORT", "").lower() == "off"
     metrics_port = None if metrics_off else _int(env, "NEXUS_METRICS_PORT", base.metrics_port, 0, 65535)
-    secret = env.get("NEXUS_SECRET_KEY", base.secret_key)
+    secret = env.get("NEXUS_SECRET_KEY") or base.secret_key
     if len(secret) < 16:
         raise ConfigError("NEXUS_SECRET_KEY must be at least 16 characters")
+    previous = env.get("NEXUS_SECRET_KEY_PREVIOUS") or None
+    if previous is not None and len(previous) < 16:
+        raise ConfigError("NEXUS_SECRET_KEY_PREVIOUS must be at least 16 characters")
+    allow_dev = _flag(env, "NEXUS_ALLOW_DEV_SECRET_KEY")
     settings = Settings(
         database_url=db,
         redis_url=_url(env, "NEXUS_REDIS_URL", ("redis", "rediss", "unix"), None),
@@ -193,6 +230,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         issuer=env.get("NEXUS_ISSUER", base.issuer),
         audience=env.get("NEXUS_AUDIENCE", base.audience),
         secret_key=secret,
+        secret_key_previous=previous if previous != secret else None,
+        allow_dev_secret_key=allow_dev,
         var_dir=var_dir,
         events_buffer_events=_int(env, "NEXUS_EVENTS_BUFFER_EVENTS", base.events_buffer_events, 1, 1_000_000)
         or base.events_buffer_events,

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from nexus_server.common.private_files import private_dir, write_private
 from nexus_server.config import Settings
 from nexus_server.gateway.envoy_config import (
     DESCRIPTOR_PATH,
@@ -155,10 +156,10 @@ async def _serve(settings: Settings) -> int:
         if settings.metrics_port:
             registry = server.registry
             metrics, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
-        settings.var_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.var_dir)
         config_path = settings.var_dir / "envoy.yaml"
         rendered = render_envoy_config(settings, upstream_port=port, descriptor_path=DESCRIPTOR_PATH)
-        config_path.write_text(rendered)
+        write_private(config_path, rendered.encode())
         envoy = EnvoyProcess(config_path, settings.envoy_admin_port)
         await envoy.start()
         try:

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import queue
+import secrets
 import socket
 import subprocess
 import sys
@@ -50,12 +51,18 @@ def port_is_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+# A real key, as production has (`nexus serve` refuses the built-in development one); one for
+# the whole session, so replicas sharing a database unseal each other's signing keys.
+SECRET_KEY = secrets.token_urlsafe(32)
+
+
 def nexus_env(var_dir: Path, **overrides: int | str) -> dict[str, str]:
     """This process's environment without any NEXUS_* of the developer's shell, plus ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}
     env.update(
         {
             "NEXUS_VAR_DIR": str(var_dir),
+            "NEXUS_SECRET_KEY": SECRET_KEY,
             "NEXUS_PORT": str(free_port()),
             "NEXUS_METRICS_PORT": str(free_port()),
             "NEXUS_ENVOY_PORT": str(free_port()),

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ Dev = tuple[subprocess.Popen[bytes], LineReader, Path]
 def dev_env(tmp_path: Path) -> dict[str, str]:
     """A migrated var dir and free ports for one `nexus dev` run."""
     env = nexus_env(tmp_path)
+    del env["NEXUS_SECRET_KEY"]  # as `make run` has it: the built-in development key
     migrate = subprocess.run(
         [NEXUS, "migrate"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )
@@ -70,6 +72,15 @@ def test_dev_prints_addresses_and_examples_then_serves_json(dev: Dev, dev_env: d
     assert response.status in (200, 501), response.text  # plans, or not built yet
     assert response.content_type == "application/json"
     json.loads(response.body)
+
+
+def test_dev_warns_of_the_development_key_and_keeps_var_owner_only(dev: Dev, dev_env: dict[str, str]) -> None:
+    _, reader, err = dev
+    reader.wait_for(READY_MARKER)
+    assert "DEVELOPMENT SECRET KEY" in err.read_text()
+    var = Path(dev_env["NEXUS_VAR_DIR"])
+    for name in ("nexus.db", "envoy.yaml"):
+        assert stat.S_IMODE((var / name).stat().st_mode) == 0o600, name
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from nexus_server.common.private_files import private_dir, private_file
 
 
 def sync_url(url: str) -> str:
     """The blocking-driver form of an async URL (for Alembic and tools)."""
     return url.replace("sqlite+aiosqlite", "sqlite", 1)
+
+
+def private_sqlite_file(url: str) -> None:
+    """Create the SQLite file owner-only (0600, its missing directories 0700) before SQLite
+    opens it, and tighten one that exists: it holds every account and the sealed signing keys.
+    SQLite gives its -wal and -shm files the database file's mode; older ones are tightened."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    private_dir(path.parent, tighten=False)
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if each == path or each.exists():
+            private_file(each)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -35,6 +52,7 @@ def _sqlite_setup(engine: Engine) -> None:
 
 def create_async(url: str, *, echo: bool = False) -> AsyncEngine:
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         # Every unit of work ends its transaction itself (commit or rollback), so the pool's
         # rollback on return is redundant; with aiosqlite it costs a thread handoff
         # (~0.1 ms) per transaction.
@@ -54,6 +72,7 @@ def create_async(url: str, *, echo: bool = False) -> AsyncEngine:
 def create_sync(url: str) -> Engine:
     url = sync_url(url)
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_setup(engine)
         return engine

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from nexus_server.db.engine import sync_url
+from nexus_server.db.engine import private_sqlite_file, sync_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -23,9 +23,7 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to `revision` (blocking: call from a thread inside an event loop)."""
     if database_url.startswith("sqlite"):
-        path = database_url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 

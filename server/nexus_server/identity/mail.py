@@ -24,6 +24,7 @@ import aiosmtplib
 from sqlalchemy import insert, select, update
 
 from nexus_server.common.ids import random_base62
+from nexus_server.common.private_files import private_dir, write_private
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.tables import mail_outbox
@@ -148,10 +149,10 @@ class Mailer:
         )
 
     def _write_eml(self, mail_id: str, message: bytes) -> None:
-        self.sink.mkdir(parents=True, exist_ok=True)
-        temporary = self.sink / f".{mail_id}.tmp"
-        temporary.write_bytes(message)
-        temporary.rename(self.sink / f"{mail_id}.eml")  # readers never see half a file
+        # Owner-only: the messages carry reset and verification links. Readers never see half
+        # a file (written beside, then renamed).
+        private_dir(self.sink)
+        write_private(self.sink / f"{mail_id}.eml", message)
 
     async def run(self, interval: float = 1.0) -> None:
         """Send forever: woken by commits that queue mail, and polling for retries and for

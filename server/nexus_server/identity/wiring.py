@@ -6,20 +6,26 @@ from __future__ import annotations
 import hashlib
 
 from nexus_server.app.context import AppContext
+from nexus_server.config import Settings
 from nexus_server.identity.deps import Identity
 from nexus_server.identity.keys import KeyRing
 from nexus_server.identity.mail import Mailer
 from nexus_server.identity.passwords import Hasher
+from nexus_server.identity.resealing import reseal_all
 from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.service import IdentityServicer
 from nexus_server.identity.throttle import Policy, Throttle
 from nexus_server.identity.tokens import AccessTokens
 
 
+def _sealer(settings: Settings, purpose: str) -> Sealer:
+    return Sealer(settings.secret_key, purpose, previous=settings.secret_key_previous)
+
+
 def build_identity(ctx: AppContext) -> Identity:
     """The identity workflows' dependencies (also used by the CLI and tests)."""
     settings = ctx.settings
-    keys = KeyRing(ctx.db, Sealer(settings.secret_key, "signing-keys"))
+    keys = KeyRing(ctx.db, _sealer(settings, "signing-keys"))
     tokens = AccessTokens(
         keys,
         ctx.revocations,
@@ -29,7 +35,7 @@ def build_identity(ctx: AppContext) -> Identity:
     )
     mailer = Mailer(
         ctx.db,
-        Sealer(settings.secret_key, "mail-outbox"),
+        _sealer(settings, "mail-outbox"),
         sender=settings.mail_from,
         smtp_url=settings.smtp_url,
         var_dir=settings.var_dir,
@@ -43,7 +49,7 @@ def build_identity(ctx: AppContext) -> Identity:
         tokens=tokens,
         throttle=Throttle(ctx.db, Policy(signup_limit=ctx.settings.signups_per_address)),
         mailer=mailer,
-        totp_sealer=Sealer(settings.secret_key, "totp-secrets"),
+        totp_sealer=_sealer(settings, "totp-secrets"),
         refresh_key=hashlib.sha256(b"nexus refresh successor\0" + settings.secret_key.encode()).digest(),
         tenants=lambda: ctx.tenants,
     )
@@ -56,6 +62,10 @@ def build(ctx: AppContext) -> object | None:
     ctx.extras["mailer"] = deps.mailer
 
     async def keys_then_reload() -> None:
+        if deps.settings.secret_key_previous:
+            await reseal_all(
+                deps.db, signing=deps.keys.sealer, totp=deps.totp_sealer, mail=deps.mailer.sealer
+            )
         await deps.keys.ensure_signing_key()
         await deps.keys.run()
 
