@@ -228,3 +228,27 @@ async def test_start_up_after_a_rotation_re_seals_every_stored_secret(
         )
         == 0
     )
+
+
+def test_an_existing_database_file_is_tightened_without_being_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing any descriptor of a file drops this process's POSIX locks on it: SQLite's, on a
+    database the in-process server has open (that surfaced as `disk I/O error`)."""
+    path = tmp_path / "nexus.db"
+    path.write_bytes(b"")
+    os.chmod(path, 0o644)
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = real_open(file, flags, *args, **kwargs)  # O_EXCL on an existing file raises
+        opened.append(str(file))
+        return fd
+
+    monkeypatch.setattr(os, "open", recording_open)
+    from nexus_server.db.engine import private_sqlite_file
+
+    private_sqlite_file(f"sqlite+aiosqlite:///{path}")
+    assert mode(path) == 0o600
+    assert str(path) not in opened

@@ -27,8 +27,16 @@ def private_dir(path: Path, *, tighten: bool = True) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Make sure `path` exists, owner-only (created empty if missing, chmod'ed if not)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    """Make sure `path` exists, owner-only (created empty if missing, chmod'ed if not).
+
+    An existing file is never opened: closing any descriptor of a file drops every POSIX lock
+    this process holds on it, and SQLite's locks on a database this process has open are
+    exactly such locks (opening and closing it here corrupted a live connection's view)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        os.chmod(path, FILE_MODE)
+        return path
     try:
         os.fchmod(fd, FILE_MODE)
     finally:
