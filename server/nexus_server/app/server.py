@@ -18,6 +18,7 @@ from nexus_server.app.context import AppContext
 from nexus_server.app.handlers import service_handler
 from nexus_server.app.wiring import build_capabilities
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.clock import Clock, SystemClock
 from nexus_server.config import Settings
 from nexus_server.db.engine import create_async
@@ -88,6 +89,8 @@ async def create_server(
     """Build (not start) the server on settings.host:settings.port; port 0 picks a free one."""
     registry = registry or CollectorRegistry()
     clock = clock or SystemClock()
+    # Page tokens are sealed under a key from the secret key, so replicas accept each other's.
+    pagination.configure(settings.secret_key)
     db = Database(create_async(settings.database_url), clock)
     ctx = AppContext(settings, db, clock, registry, Revocations(db))
     servicers = build_capabilities(ctx)

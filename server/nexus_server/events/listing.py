@@ -1,19 +1,17 @@
 """ListEvents: the audit log, filtered, a page at a time, with tokens bound to their query.
 
-A page token carries the last sequence returned and a fingerprint of the query (filters and
-order, not the page size), so a token replayed against another query is refused with
-PAGE_TOKEN_INVALID instead of silently skipping events. Paging is keyset on sequence, so
+A page token carries the last sequence returned, sealed to the query (filters and order, not
+the page size) by common/pagination.py, so a token replayed against another query, or forged,
+is refused with PAGE_TOKEN_INVALID instead of silently skipping events. Paging is keyset on sequence, so
 events appended meanwhile never shift a page.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from nexus_server.common import pagination
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.db.uow import StoredEvent, UnitOfWork
 from nexus_server.events import store
@@ -45,43 +43,32 @@ class Page:
     next_page_token: str
 
 
-def _fingerprint(tenant_id: str, q: ListQuery, descending: bool) -> str:
-    canonical = json.dumps(
-        [
-            tenant_id,
-            sorted(set(q.types)),
-            sorted(set(q.sources)),
-            q.subject,
-            q.start_time.isoformat() if q.start_time else None,
-            q.end_time.isoformat() if q.end_time else None,
-            q.min_sequence,
-            q.max_sequence,
-            descending,
-        ]
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+def _query(tenant_id: str, q: ListQuery, descending: bool) -> list[object]:
+    """What a page token is bound to: filters and order, not the page size."""
+    return [
+        tenant_id,
+        sorted(set(q.types)),
+        sorted(set(q.sources)),
+        q.subject,
+        q.start_time.isoformat() if q.start_time else None,
+        q.end_time.isoformat() if q.end_time else None,
+        q.min_sequence,
+        q.max_sequence,
+        descending,
+    ]
 
 
-def encode_token(fingerprint: str, last_sequence: int) -> str:
-    raw = json.dumps({"q": fingerprint, "s": last_sequence}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode_token(query: list[object], last_sequence: int) -> str:
+    return pagination.seal("ListEvents", query, last_sequence)
 
 
-def decode_token(token: str, fingerprint: str) -> int:
-    """The last sequence a token's page returned; PAGE_TOKEN_INVALID if it is not this query's."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        body = json.loads(raw)
-        last = body["s"]
-        ok = body["q"] == fingerprint and isinstance(last, int) and not isinstance(last, bool) and last >= 0
-    except (ValueError, TypeError, KeyError):
-        ok = False
-    if not ok:
-        raise InvalidArgument(
-            FieldViolation("page_token", "is not a token ListEvents returned for this query"),
-            reason="PAGE_TOKEN_INVALID",
-        )
-    return int(last)
+def decode_token(token: str, query: list[object]) -> int:
+    """The last sequence a token's page returned; PAGE_TOKEN_INVALID if this server did not
+    mint it for this query (pagination.py)."""
+    last = pagination.open_token(token, "ListEvents", query)
+    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
+        raise pagination.invalid()
+    return last
 
 
 def _checked(q: ListQuery) -> tuple[Filter, bool, int]:
@@ -110,8 +97,8 @@ def _checked(q: ListQuery) -> tuple[Filter, bool, int]:
 
 async def list_events(uow: UnitOfWork, *, tenant_id: str, query: ListQuery) -> Page:
     flt, descending, size = _checked(query)
-    fingerprint = _fingerprint(tenant_id, query, descending)
-    after = decode_token(query.page_token, fingerprint) if query.page_token else None
+    bound = _query(tenant_id, query, descending)
+    after = decode_token(query.page_token, bound) if query.page_token else None
     statement = store.page_query(
         tenant_id,
         flt=flt,
@@ -127,5 +114,5 @@ async def list_events(uow: UnitOfWork, *, tenant_id: str, query: ListQuery) -> P
     rows = list(await store.page(uow.session, statement))
     more = len(rows) > size
     rows = rows[:size]
-    token = encode_token(fingerprint, rows[-1].sequence) if more else ""
+    token = encode_token(bound, rows[-1].sequence) if more else ""
     return Page(rows, token)

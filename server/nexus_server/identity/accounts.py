@@ -276,12 +276,16 @@ async def list_sessions(
     deps: Identity, *, user_id: str, page_size: int, page_token: str
 ) -> tuple[list[store.SessionRow], str]:
     size = validation.page_size(page_size)
-    before = validation.decode_page_token(page_token)
+    before = validation.decode_page_token("ListSessions", page_token, {"user_id": user_id})
     async with deps.db.unit_of_work(readonly=True) as uow:
         rows = await store.active_sessions(
             uow.session, user_id, uow.clock.now(), before_id=before, limit=size + 1
         )
-    next_token = validation.encode_page_token(rows[size - 1].id) if len(rows) > size else ""
+    next_token = (
+        validation.encode_page_token("ListSessions", rows[size - 1].id, {"user_id": user_id})
+        if len(rows) > size
+        else ""
+    )
     return rows[:size], next_token
 
 

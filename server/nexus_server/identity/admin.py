@@ -33,12 +33,14 @@ async def list_users(
     size = validation.page_size(page_size)
     validation.bounded(email, "email", validation.MAX_EMAIL)
     filters = {"email": email.strip().lower(), "status": status}
-    after = validation.decode_page_token(page_token, filters)
+    after = validation.decode_page_token("ListUsers", page_token, filters)
     async with deps.db.unit_of_work(readonly=True) as uow:
         rows = await store.list_users(
             uow.session, after_id=after, email_contains=filters["email"], status=status, limit=size + 1
         )
-    next_token = validation.encode_page_token(rows[size - 1].id, filters) if len(rows) > size else ""
+    next_token = (
+        validation.encode_page_token("ListUsers", rows[size - 1].id, filters) if len(rows) > size else ""
+    )
     return rows[:size], next_token
 
 

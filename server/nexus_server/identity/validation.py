@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 import re
 
+from nexus_server.common import pagination
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 
 MAX_EMAIL = 254
@@ -58,31 +55,18 @@ def page_size(value: int, field: str = "page_size") -> int:
     return 50 if value == 0 else min(value, 1000)
 
 
-def _filters_digest(filters: dict[str, str]) -> str:
-    return hashlib.sha256(json.dumps(filters, sort_keys=True).encode()).hexdigest()[:16]
+def encode_page_token(rpc: str, after: str, filters: dict[str, str] | None = None) -> str:
+    return pagination.seal(rpc, filters or {}, after)
 
 
-def encode_page_token(after: str, filters: dict[str, str] | None = None) -> str:
-    body = json.dumps({"a": after, "f": _filters_digest(filters or {})}).encode()
-    return base64.urlsafe_b64encode(body).decode().rstrip("=")
-
-
-def decode_page_token(token: str, filters: dict[str, str] | None = None, field: str = "page_token") -> str:
-    """The position a page token names ('' for none), checking it came from the same filters."""
-    if not token:
+def decode_page_token(
+    rpc: str, token: str, filters: dict[str, str] | None = None, field: str = "page_token"
+) -> str:
+    """The position a page token names ('' for none); only a token this server minted for
+    `rpc` and these filters passes (pagination.py)."""
+    after = pagination.open_token(token, rpc, filters or {}, field=field)
+    if after is None:
         return ""
-    invalid = InvalidArgument(
-        FieldViolation(field, "is not a page token this RPC returned for these filters"),
-        reason="PAGE_TOKEN_INVALID",
-    )
-    if len(token) > 512:
-        raise invalid
-    try:
-        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise invalid from None
-    if not isinstance(body, dict) or not isinstance(body.get("a"), str):
-        raise invalid
-    if body.get("f") != _filters_digest(filters or {}):
-        raise invalid
-    return str(body["a"])
+    if not isinstance(after, str):
+        raise pagination.invalid(field)
+    return after

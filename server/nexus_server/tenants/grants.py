@@ -95,12 +95,12 @@ async def list_grants(
         violations.append(FieldViolation("project", "must be a project key such as nexus-sales"))
     rules.raise_if(violations)
     filters = [tenant_id, user_id, project]
-    after = paging.decode(page_token, filters, 2)
+    after = paging.decode("ListProjectAccess", page_token, filters, 2)
     rows = await store.list_grants(uow.session, tenant_id, after, size + 1, user_id=user_id, project=project)
     token = ""
     if len(rows) > size:
         rows = rows[:size]
-        token = paging.encode(filters, [rows[-1].user_id, rows[-1].project])
+        token = paging.encode("ListProjectAccess", filters, [rows[-1].user_id, rows[-1].project])
     return rows, token
 
 

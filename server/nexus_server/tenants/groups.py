@@ -211,10 +211,10 @@ async def list_groups(
     violations += rules.identifier(user_id, "usr", "user_id", required=False)
     rules.raise_if(violations)
     filters = [tenant_id, user_id]
-    after = paging.decode(page_token, filters, 2, times=(0,))
+    after = paging.decode("ListGroups", page_token, filters, 2)
     rows = await store.list_groups(uow.session, tenant_id, after, size + 1, user_id=user_id)
     token = ""
     if len(rows) > size:
         rows = rows[:size]
-        token = paging.encode(filters, [rows[-1].create_time.isoformat(), rows[-1].id])
+        token = paging.encode("ListGroups", filters, [rows[-1].create_time.isoformat(), rows[-1].id])
     return rows, token

@@ -227,12 +227,12 @@ async def list_invitations(
     size, violations = rules.page_size(page_size)
     rules.raise_if(violations)
     filters = [tenant_id, state]
-    after = paging.decode(page_token, filters, 2, times=(0,))
+    after = paging.decode("ListInvitations", page_token, filters, 2)
     rows = await store.list_invitations(
         uow.session, tenant_id, after, size + 1, state=state, now=uow.clock.now()
     )
     token = ""
     if len(rows) > size:
         rows = rows[:size]
-        token = paging.encode(filters, [rows[-1].create_time.isoformat(), rows[-1].id])
+        token = paging.encode("ListInvitations", filters, [rows[-1].create_time.isoformat(), rows[-1].id])
     return rows, token

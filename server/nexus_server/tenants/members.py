@@ -229,7 +229,7 @@ async def list_members(uow: UnitOfWork, q: MemberQuery) -> tuple[list[MemberView
     text, more = rules.text_name(q.query, "query", limit=100, required=False)
     rules.raise_if(violations + more)
     filters = [q.tenant_id, q.role, q.group_id, text]
-    after = paging.decode(q.page_token, filters, 2, times=(0,))
+    after = paging.decode("ListMembers", q.page_token, filters, 2)
     user_ids: set[str] | None = None
     if q.group_id:
         user_ids = set((await store.group_members_of(uow.session, [q.group_id])).get(q.group_id, ()))
@@ -249,7 +249,7 @@ async def list_members(uow: UnitOfWork, q: MemberQuery) -> tuple[list[MemberView
     token = ""
     if len(rows) > size:
         rows = rows[:size]
-        token = paging.encode(filters, [rows[-1].create_time.isoformat(), rows[-1].user_id])
+        token = paging.encode("ListMembers", filters, [rows[-1].create_time.isoformat(), rows[-1].user_id])
     return await _views(uow, rows), token
 
 

@@ -256,7 +256,7 @@ class TenantService:
         async with self.db.unit_of_work(readonly=True) as uow:
             views = await roles.list_roles(uow, _own(request.tenant_id))
         page, token = paging.page_of(
-            views, request.page_size, request.page_token, ["roles", request.tenant_id]
+            "ListRoles", views, request.page_size, request.page_token, ["roles", request.tenant_id]
         )
         return pb.ListRolesResponse(roles=[convert.role(v) for v in page], next_page_token=token)
 
@@ -288,7 +288,9 @@ class TenantService:
     async def ListPermissions(
         self, request: pb.ListPermissionsRequest, context: Any
     ) -> pb.ListPermissionsResponse:
-        page, token = paging.page_of(list(CATALOG), request.page_size, request.page_token, ["permissions"])
+        page, token = paging.page_of(
+            "ListPermissions", list(CATALOG), request.page_size, request.page_token, ["permissions"]
+        )
         return pb.ListPermissionsResponse(
             permissions=[convert.permission(p) for p in page], next_page_token=token
         )
@@ -356,7 +358,9 @@ class TenantService:
     # --- projects --------------------------------------------------------------------------
 
     async def ListProjects(self, request: pb.ListProjectsRequest, context: Any) -> pb.ListProjectsResponse:
-        page, token = paging.page_of(list(self.catalog), request.page_size, request.page_token, ["projects"])
+        page, token = paging.page_of(
+            "ListProjects", list(self.catalog), request.page_size, request.page_token, ["projects"]
+        )
         return pb.ListProjectsResponse(projects=[convert.project(p) for p in page], next_page_token=token)
 
     async def GrantProjectAccess(self, request: pb.GrantProjectAccessRequest, context: Any) -> Any:

@@ -270,7 +270,7 @@ async def list_tenants(
             metadata={"required_role": "platform_admin"},
         )
     filters = [query.all_tenants, actor.user_id, name, slug, domain, query.status]
-    after = paging.decode(query.page_token, filters, 2, times=(0,))
+    after = paging.decode("ListTenants", query.page_token, filters, 2)
     where = store.TenantFilter(
         user_id=None if query.all_tenants else actor.user_id,
         name=name,
@@ -282,7 +282,7 @@ async def list_tenants(
     token = ""
     if len(found) > size:
         found = found[:size]
-        token = paging.encode(filters, [found[-1].create_time.isoformat(), found[-1].id])
+        token = paging.encode("ListTenants", filters, [found[-1].create_time.isoformat(), found[-1].id])
     return found, token
 
 
