@@ -7,6 +7,7 @@ from nexus_server.auth.revocations import Revocations
 from nexus_server.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, paging, rules, store
+from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BY_NAME
 from nexus_server.tenants.projects import KEY, ROLE_ORDER, Project
 from nexus_server.tenants.workflows import invalidate_member
@@ -38,6 +39,7 @@ async def grant(
         violations.append(FieldViolation("role", "must be PROJECT_ROLE_ADMIN, _USER or _READ_ONLY"))
     rules.raise_if(violations)
     _project(catalog, project, "project")
+    await lock_tenant(uow, tenant_id)
     if await store.get_membership(uow.session, tenant_id, user_id) is None:
         raise FailedPrecondition(
             f"{user_id} is not a member of this tenant; add them with AddMember first",
@@ -75,6 +77,7 @@ async def revoke(
     rules.raise_if(rules.identifier(user_id, "usr", "user_id"))
     if not project or len(project) > 63 or not KEY.fullmatch(project):
         raise InvalidArgument(FieldViolation("project", "must be a project key such as nexus-sales"))
+    await lock_tenant(uow, tenant_id)
     if not await store.delete_grant(uow.session, tenant_id, user_id, project):
         raise NotFound(f"{user_id} holds no access to {project} in this tenant")
     await uow.append_event(

@@ -21,6 +21,7 @@ from nexus_server.tenants.actor import (
     require_may_take_away,
 )
 from nexus_server.tenants.directory import MEMBERSHIP
+from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import OWNER
 from nexus_server.tenants.workflows import invalidate_member
 
@@ -54,6 +55,7 @@ async def create_group(
     description, more = rules.description(description, "group.description")
     roles, even_more = _roles(roles, "group.roles")
     rules.raise_if(violations + more + even_more)
+    await lock_tenant(uow, tenant_id)
     await require_known_roles(uow.session, tenant_id, roles, "group.roles")
     await require_may_hand_out(uow.session, tenant_id, actor, roles)
     if await store.group_name_taken(uow.session, tenant_id, name):
@@ -106,8 +108,9 @@ async def update_group(
         roles, more = _roles(raw, "group.roles")
         values["roles"] = tuple(roles)
         violations += more
+    rules.raise_if(violations + rules.identifier(group_id, "grp", "group.id"))
+    await lock_tenant(uow, tenant_id)
     row = await _get(uow, tenant_id, group_id, "group.id")
-    rules.raise_if(violations)
     if "roles" in values:
         await require_known_roles(uow.session, tenant_id, roles, "group.roles")
         if set(roles) != set(row.roles):
@@ -145,6 +148,7 @@ async def add_group_member(
     violations = rules.identifier(user_id, "usr", "user_id")
     violations += rules.identifier(group_id, "grp", "group_id")
     rules.raise_if(violations)
+    await lock_tenant(uow, tenant_id)
     group = await _get(uow, tenant_id, group_id)
     if user_id in group.member_user_ids:
         return group
@@ -171,6 +175,7 @@ async def remove_group_member(
     violations = rules.identifier(user_id, "usr", "user_id")
     violations += rules.identifier(group_id, "grp", "group_id")
     rules.raise_if(violations)
+    await lock_tenant(uow, tenant_id)
     group = await _get(uow, tenant_id, group_id)
     if user_id not in group.member_user_ids:
         return group
@@ -195,6 +200,8 @@ async def _membership_changed(
 async def delete_group(
     uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str
 ) -> None:
+    rules.raise_if(rules.identifier(group_id, "grp", "group_id"))
+    await lock_tenant(uow, tenant_id)
     group = await _get(uow, tenant_id, group_id)
     await require_may_take_away(uow.session, tenant_id, actor, group.roles)
     await store.delete_group(uow.session, group_id)

@@ -32,6 +32,7 @@ from nexus_server.common.errors import (
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import paging, rules, store
+from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.workflows import invalidate_member
 
 DEFAULT_TTL = timedelta(days=7)
@@ -132,6 +133,7 @@ async def revoke(uow: UnitOfWork, tenant_id: str, invitation_id: str) -> store.I
     violations = rules.identifier(tenant_id, "ten", "tenant_id")
     violations += rules.identifier(invitation_id, "ivt", "invitation_id")
     rules.raise_if(violations)
+    await lock_tenant(uow, tenant_id)
     row = await store.get_invitation(uow.session, tenant_id, invitation_id)
     if row is None:
         raise NotFound(f"invitation {invitation_id} does not exist")
@@ -195,6 +197,10 @@ async def accept(uow: UnitOfWork, revocations: Revocations, token: str, user_id:
     if not _TOKEN.fullmatch(token):
         raise InvalidArgument(FieldViolation("token", "must be the 43-character token from the email"))
     row = await store.invitation_by_token_hash(uow.session, digest(token))
+    if row is not None:
+        # Lock, then read again: of two concurrent accepts, the second sees it accepted.
+        await store.get_tenant(uow.session, row.tenant_id, lock=True)
+        row = await store.invitation_by_token_hash(uow.session, digest(token))
     if row is None:
         raise NotFound("no invitation has this token")
     state = state_of(row, uow)

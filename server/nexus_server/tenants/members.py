@@ -27,6 +27,7 @@ from nexus_server.tenants.actor import (
     require_may_hand_out,
     require_may_take_away,
 )
+from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import MEMBER, OWNER
 from nexus_server.tenants.workflows import invalidate_member
 
@@ -66,13 +67,6 @@ async def _last_owner_guard(uow: UnitOfWork, tenant_id: str, user_id: str) -> No
         )
 
 
-async def _lock_tenant(uow: UnitOfWork, tenant_id: str) -> store.TenantRow:
-    row = await store.get_tenant(uow.session, tenant_id, lock=True)
-    if row is None or row.status == "deleted":
-        raise NotFound(f"tenant {tenant_id} does not exist")
-    return row
-
-
 @dataclass(frozen=True)
 class AddRequest:
     tenant_id: str
@@ -105,7 +99,7 @@ async def add_member(uow: UnitOfWork, actor: Actor, request: AddRequest) -> stor
         violations.append(FieldViolation("invitation_ttl", "must be from 1 hour to 30 days"))
     rules.raise_if(violations)
     roles = roles or [MEMBER]
-    await _lock_tenant(uow, request.tenant_id)
+    await lock_tenant(uow, request.tenant_id)
     await require_known_roles(uow.session, request.tenant_id, roles, "roles")
     await require_may_hand_out(uow.session, request.tenant_id, actor, roles)
     if request.user_id:
@@ -152,7 +146,7 @@ async def update_member(
     violations += rules.identifier(user_id, "usr", "member.user_id")
     roles, more = rules.role_names(roles, "member.roles", minimum=1)
     rules.raise_if(violations + more)
-    await _lock_tenant(uow, tenant_id)
+    await lock_tenant(uow, tenant_id)
     current = await store.get_membership(uow.session, tenant_id, user_id)
     if current is None:
         raise NotFound(f"{user_id} is not a member of this tenant")
@@ -191,7 +185,7 @@ async def remove_member(
     if not leaving:
         violations += rules.identifier(user_id, "usr", "user_id")
     rules.raise_if(violations)
-    await _lock_tenant(uow, tenant_id)
+    await lock_tenant(uow, tenant_id)
     current = await store.get_membership(uow.session, tenant_id, user_id)
     if current is None:
         raise NotFound(f"{user_id} is not a member of this tenant")

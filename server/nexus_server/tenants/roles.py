@@ -19,6 +19,7 @@ from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
 from nexus_server.tenants.actor import Actor, require_may_take_away, require_permissions_held
 from nexus_server.tenants.directory import MEMBERSHIP
+from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BUILT_IN_PERMISSIONS, BUILT_IN_ROLES, BY_NAME
 
 UPDATABLE = ("name", "description", "permissions")
@@ -85,6 +86,7 @@ async def create_role(
     description, more = rules.description(description, "role.description")
     names, more_shape, unknown = _permissions(permissions, "role.permissions")
     _raise(shape + more + more_shape, unknown)
+    await lock_tenant(uow, tenant_id)
     await require_permissions_held(uow.session, tenant_id, actor, names)
     await _name_free(uow, tenant_id, name)
     now = uow.clock.now()
@@ -149,6 +151,7 @@ async def update_role(
         names, more, unknown = _permissions(perms, "role.permissions")
         values["permissions"] = tuple(names)
         shape += more
+    await lock_tenant(uow, tenant_id)
     row = await _custom(uow, tenant_id, role_id, "role.id")
     _raise(shape, unknown)
     if "permissions" in values:
@@ -195,6 +198,7 @@ async def _holders(
 async def delete_role(
     uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, role_id: str, *, force: bool
 ) -> None:
+    await lock_tenant(uow, tenant_id)
     row = await _custom(uow, tenant_id, role_id, "role_id")
     members, groups, invitations = await _holders(uow, tenant_id, role_id)
     if members or groups or invitations:
