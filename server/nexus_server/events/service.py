@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from nexus.events.v1 import event_pb2, events_service_pb2
 from nexus_server.app.context import AppContext
-from nexus_server.common.errors import FieldViolation, InvalidArgument, Unauthenticated
+from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.events import convert, listing, subscription, workflows
 from nexus_server.events.appender import Appender
 from nexus_server.events.filters import build_filter
 from nexus_server.events.hub import Entry, Hub
-from nexus_server.interceptors.auth import KEY_PREFIX, credential
-from nexus_server.interceptors.call import Call, current_call
-
-# How often a long-lived stream re-verifies the credential it was opened with (revocation);
-# expiry is checked at every heartbeat.
-_REVERIFY_SECONDS = 30.0
+from nexus_server.interceptors.call import current_call
 
 
 class EventsServicer:
@@ -56,7 +50,8 @@ class EventsServicer:
             flt=flt,
             start=convert.start(request),
             heartbeat=subscription.heartbeat_seconds(convert.heartbeat_request(request)),
-            still_allowed=self._still_allowed(call),
+            # Ends the stream when its credential stops holding (interceptors/streams.py).
+            ending=call.watch,
             max_batch=max_batch,
             max_batch_delay=max_batch_delay,
         )
@@ -85,26 +80,3 @@ class EventsServicer:
         async with self.db.unit_of_work(readonly=True) as uow:
             stored = await workflows.get_event(uow, tenant_id=call.tenant_id, event_id=request.id)
         return convert.event(stored)
-
-    def _still_allowed(self, call: Call) -> Callable[[], Awaitable[None]]:
-        """A check the stream runs at each heartbeat: its credential must not have expired,
-        and is verified again (revocation) every little while."""
-        principal = call.principal
-        token = credential(call.metadata)
-        last = time.monotonic()
-
-        async def check() -> None:
-            nonlocal last
-            expires = getattr(principal, "expires_at", None)
-            if expires is not None and expires <= self.ctx.clock.now():
-                raise Unauthenticated("the credentials this stream was opened with have expired")
-            if time.monotonic() - last < _REVERIFY_SECONDS or not token:
-                return
-            last = time.monotonic()
-            if token.startswith(KEY_PREFIX):
-                if self.ctx.keys is not None:
-                    await self.ctx.keys.verify_api_key(token)
-            elif self.ctx.tokens is not None:
-                await self.ctx.tokens.verify_access_token(token)
-
-        return check
