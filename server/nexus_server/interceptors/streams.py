@@ -81,7 +81,18 @@ def names_of(principal: Principal, tenant_id: str) -> Names:
 class Watch:
     """One open stream, as the guard follows it. `error` is set once, when it must end."""
 
-    __slots__ = ("_wakers", "again", "call", "closed", "error", "names", "stream", "task", "timer")
+    __slots__ = (
+        "_admitted",
+        "_wakers",
+        "again",
+        "call",
+        "closed",
+        "error",
+        "names",
+        "stream",
+        "task",
+        "timer",
+    )
 
     def __init__(self, call: Call, stream: asyncio.Task[object] | None, names: Names):
         self.call = call
@@ -93,6 +104,16 @@ class Watch:
         self.task: asyncio.Task[None] | None = None  # the check in flight
         self.timer: asyncio.TimerHandle | None = None
         self._wakers: list[Callable[[], None]] = []
+        self._admitted: list[Callable[[Principal], None]] = []
+
+    def on_admitted(self, listener: Callable[[Principal], None]) -> None:
+        """Call `listener` with the principal each time the stream is admitted again (what
+        it may see may have narrowed: events/visibility.py)."""
+        self._admitted.append(listener)
+
+    def admitted(self, principal: Principal) -> None:
+        for listener in self._admitted:
+            listener(principal)
 
     def on_end(self, wake: Callable[[], None]) -> None:
         """Call `wake` when the stream must end (it then raises `error`)."""
@@ -196,6 +217,7 @@ class StreamGuard:
                 await asyncio.sleep(_RETRY_SECONDS)
                 continue
             self._arm(watch, principal.expires_at)
+            watch.admitted(principal)
 
     async def _admit_again(self, call: Call) -> Principal:
         """Authenticate and authorize the stream's request again, as the chain did when it
