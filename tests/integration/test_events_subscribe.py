@@ -135,9 +135,12 @@ async def test_eight_concurrent_publishers_reach_every_subscriber_in_order_witho
     for reader in (live, replaying, late):
         await reader.until(lambda r: len([e for e in r.events if e.source == "crm"]) >= 8000)
     expected = sorted(e.id for e in published)
-    for reader, first in ((live, start + 1), (late, start + 1), (replaying, 1)):
-        assert_gap_free(reader.events, first)
+    for reader in (live, late, replaying):
+        # Before `start` lie Nexus's own events, some of which this key may not see
+        # (events/visibility.py): from there on, every sequence.
+        assert_gap_free([e for e in reader.events if e.sequence > start], start + 1)
         assert sorted(e.id for e in reader.events if e.source == "crm") == expected
+    assert replaying.events[0].sequence == 1
     assert tenant_id
 
 

@@ -16,7 +16,7 @@ import asyncio
 import hmac
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from nexus_server.apikeys import key_format, rules, store
@@ -252,7 +252,7 @@ class KeyVerifier:
             return None  # revoked, expired or out of its grace: the full path says which
         self.last_used.note(row.id, now)
         _authenticated.set((key, row.id, entry, state))
-        return entry.principal or _principal(row)
+        return _presented_as(entry, row, previous)
 
     async def verify_api_key(self, key: str) -> Principal:
         """The KeyVerifier port of the authentication layer."""
@@ -271,7 +271,7 @@ class KeyVerifier:
             self.last_used.note(row.id, now)
             _authenticated.set((key, row.id, entry, result))
             self._presented.put(key, (entry, result.previous))
-            return entry.principal or _principal(row)
+            return _presented_as(entry, row, result.previous)
         raise Unauthenticated(
             _MESSAGES.get(result.outcome, "the API key is not valid"), reason="CREDENTIALS_INVALID"
         )
@@ -283,6 +283,18 @@ _MESSAGES = {
     rules.REVOKED: "the API key has been revoked",
     rules.EXPIRED: "the API key has expired",
 }
+
+
+def _presented_as(entry: _Entry, row: ApiKeyRow, previous: bool) -> Principal:
+    """The principal of a key presented with its current secret, or with the previous one
+    during a rotation's grace, whose credential ends with the grace (an open stream ends
+    then: interceptors/streams.py)."""
+    principal = entry.principal or _principal(row)
+    grace = row.previous_secret_expire_time
+    if not previous or grace is None:
+        return principal
+    end = grace if row.expire_time is None else min(grace, row.expire_time)
+    return replace(principal, expires_at=end)
 
 
 def _principal(row: ApiKeyRow) -> Principal:

@@ -27,6 +27,7 @@ from nexus_server.interceptors.auth import Authentication
 from nexus_server.interceptors.chain import Chain
 from nexus_server.interceptors.metrics import Metrics
 from nexus_server.interceptors.request_log import RequestLog
+from nexus_server.interceptors.streams import StreamGuard
 
 log = logging.getLogger("nexus.server")
 
@@ -94,9 +95,10 @@ async def create_server(
     db = Database(create_async(settings.database_url), clock)
     ctx = AppContext(settings, db, clock, registry, Revocations(db))
     servicers = build_capabilities(ctx)
-    chain = Chain(
-        [RequestLog(), Metrics(registry), Authentication(ctx), *ctx.layers], contract.access_table()
-    )
+    auth = Authentication(ctx)
+    # Built after the capabilities, so the caches hear each feed row before the streams do.
+    guard = StreamGuard(ctx.revocations, auth, clock)
+    chain = Chain([RequestLog(), Metrics(registry), auth, *ctx.layers], contract.access_table(), guard=guard)
     server = grpc.aio.server(interceptors=[chain], options=_OPTIONS)
     service_names = []
     for service in contract.services():

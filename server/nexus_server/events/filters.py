@@ -3,7 +3,8 @@
 A type pattern is an exact type (`deal.won`), a prefix of whole segments followed by `.*`
 (`deal.*` matches `deal.won` and `deal.stage.changed`, never `deal` nor `dealer.won`), or
 `*`. Sources are exact names. An event matches when it matches any pattern and any source
-(an empty list matches everything). The same Filter drives SQL (store.py) and memory
+(an empty list matches everything), and it is not among what the reader may not see
+(`hidden`, visibility.py). The same Filter drives SQL (store.py) and memory
 (the live fan-out), so replay and live can never disagree.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nexus_server.common.errors import FieldViolation
+from nexus_server.events.visibility import is_hidden
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 SOURCE_RE = re.compile(r"^[a-z][a-z0-9._/-]*$")
@@ -62,9 +64,13 @@ class Filter:
     exact: frozenset[str] = frozenset()
     prefixes: tuple[str, ...] = ()
     sources: frozenset[str] = frozenset()
+    # Type prefixes of Nexus's own events the reader may not see (visibility.py).
+    hidden: tuple[str, ...] = ()
 
     def matches(self, type: str, source: str) -> bool:
         if self.sources and source not in self.sources:
+            return False
+        if self.hidden and is_hidden(type, source, self.hidden):
             return False
         if self.any_type or type in self.exact:
             return True

@@ -89,7 +89,7 @@ class Subscriber:
     ):
         self.tenant_id = tenant_id
         self.filter = flt
-        self.takes_all = flt.any_type and not flt.sources
+        self.takes_all = flt.any_type and not flt.sources and not flt.hidden
         self.through = through
         # A `since` start not reached yet: skip events appended before it until one is not.
         self.since = since

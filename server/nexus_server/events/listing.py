@@ -8,7 +8,7 @@ events appended meanwhile never shift a page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from nexus_server.common import pagination
@@ -95,8 +95,13 @@ def _checked(q: ListQuery) -> tuple[Filter, bool, int]:
     return flt, _ORDERS[order], size
 
 
-async def list_events(uow: UnitOfWork, *, tenant_id: str, query: ListQuery) -> Page:
+async def list_events(
+    uow: UnitOfWork, *, tenant_id: str, query: ListQuery, hidden: tuple[str, ...] = ()
+) -> Page:
+    """A page of the tenant's events matching `query`, leaving out Nexus's events of the
+    families in `hidden` (what the reader may not see: visibility.py)."""
     flt, descending, size = _checked(query)
+    flt = replace(flt, hidden=hidden)
     bound = _query(tenant_id, query, descending)
     after = decode_token(query.page_token, bound) if query.page_token else None
     statement = store.page_query(

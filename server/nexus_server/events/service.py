@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from nexus.events.v1 import event_pb2, events_service_pb2
 from nexus_server.app.context import AppContext
-from nexus_server.common.errors import FieldViolation, InvalidArgument, Unauthenticated
-from nexus_server.events import convert, listing, subscription, workflows
+from nexus_server.auth.principal import Principal
+from nexus_server.common.errors import FieldViolation, InvalidArgument, NotFound
+from nexus_server.events import convert, listing, subscription, visibility, workflows
 from nexus_server.events.appender import Appender
 from nexus_server.events.filters import build_filter
 from nexus_server.events.hub import Entry, Hub
-from nexus_server.interceptors.auth import KEY_PREFIX, credential
 from nexus_server.interceptors.call import Call, current_call
-
-# How often a long-lived stream re-verifies the credential it was opened with (revocation);
-# expiry is checked at every heartbeat.
-_REVERIFY_SECONDS = 30.0
 
 
 class EventsServicer:
@@ -47,6 +44,9 @@ class EventsServicer:
         flt = build_filter(request.types, request.sources, violations)
         if violations:
             raise InvalidArgument(violations)
+        view = visibility.View(await self._hidden(call.principal, call.tenant_id))
+        flt = replace(flt, hidden=view.hidden)
+        self._follow_view(call, view)
         max_batch = convert.max_batch(request)
         max_batch_delay = convert.max_batch_delay(request)
         stream = subscription.subscribe(
@@ -56,16 +56,20 @@ class EventsServicer:
             flt=flt,
             start=convert.start(request),
             heartbeat=subscription.heartbeat_seconds(convert.heartbeat_request(request)),
-            still_allowed=self._still_allowed(call),
+            # Ends the stream when its credential stops holding (interceptors/streams.py).
+            ending=call.watch,
             max_batch=max_batch,
             max_batch_delay=max_batch_delay,
         )
         async for item in stream:
             # An event's message is bytes serialized once for every subscriber (hub.Entry).
             if isinstance(item, Entry):
-                yield item.message
+                if not view.hides(item.event.type, item.event.source):
+                    yield item.message
             elif isinstance(item, subscription.Batch):
-                yield convert.batch_message(item.entries)
+                entries = [e for e in item.entries if not view.hides(e.event.type, e.event.source)]
+                if entries:
+                    yield convert.batch_message(entries)
             else:
                 yield convert.heartbeat(item)
 
@@ -75,7 +79,12 @@ class EventsServicer:
         call = current_call()
         query = convert.list_query(request)
         async with self.db.unit_of_work(readonly=True) as uow:
-            page = await listing.list_events(uow, tenant_id=call.tenant_id, query=query)
+            page = await listing.list_events(
+                uow,
+                tenant_id=call.tenant_id,
+                query=query,
+                hidden=await self._hidden(call.principal, call.tenant_id),
+            )
         return events_service_pb2.ListEventsResponse(
             events=[convert.event(e) for e in page.events], next_page_token=page.next_page_token
         )
@@ -84,27 +93,32 @@ class EventsServicer:
         call = current_call()
         async with self.db.unit_of_work(readonly=True) as uow:
             stored = await workflows.get_event(uow, tenant_id=call.tenant_id, event_id=request.id)
+        hidden = await self._hidden(call.principal, call.tenant_id)
+        if visibility.is_hidden(stored.type, stored.source, hidden):
+            raise NotFound(f"no event {request.id} in this tenant")  # as if it were not there
         return convert.event(stored)
 
-    def _still_allowed(self, call: Call) -> Callable[[], Awaitable[None]]:
-        """A check the stream runs at each heartbeat: its credential must not have expired,
-        and is verified again (revocation) every little while."""
-        principal = call.principal
-        token = credential(call.metadata)
-        last = time.monotonic()
+    async def _hidden(self, principal: Principal, tenant_id: str) -> tuple[str, ...]:
+        """What of Nexus's own events this caller may not read (visibility.py)."""
+        membership = None
+        if principal.is_user and not principal.platform_admin and self.ctx.tenants is not None:
+            membership = await self.ctx.tenants.membership(principal.user_id, tenant_id)
+        return visibility.hidden_for(principal, membership.permissions if membership else frozenset())
 
-        async def check() -> None:
-            nonlocal last
-            expires = getattr(principal, "expires_at", None)
-            if expires is not None and expires <= self.ctx.clock.now():
-                raise Unauthenticated("the credentials this stream was opened with have expired")
-            if time.monotonic() - last < _REVERIFY_SECONDS or not token:
-                return
-            last = time.monotonic()
-            if token.startswith(KEY_PREFIX):
-                if self.ctx.keys is not None:
-                    await self.ctx.keys.verify_api_key(token)
-            elif self.ctx.tokens is not None:
-                await self.ctx.tokens.verify_access_token(token)
+    def _follow_view(self, call: Call, view: visibility.View) -> None:
+        """Narrow the stream's view when a re-admission (a membership or role change: the
+        stream guard) finds its reader holding less."""
+        watch = call.watch
+        if watch is None:
+            return
+        tasks: set[asyncio.Task[None]] = set()
 
-        return check
+        async def refresh(principal: Principal) -> None:
+            view.update(await self._hidden(principal, call.tenant_id))
+
+        def readmitted(principal: Principal) -> None:
+            task = asyncio.create_task(refresh(principal))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        watch.on_admitted(readmitted)

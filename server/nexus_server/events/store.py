@@ -11,13 +11,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.db.schema import event_streams, events
 from nexus_server.db.uow import StoredEvent, UnitOfWork
 from nexus_server.events.filters import Filter
+from nexus_server.events.visibility import NEXUS_SOURCE
 
 _COLUMNS = (
     events.c.id,
@@ -62,6 +63,10 @@ def filter_clause(flt: Filter) -> ColumnElement[bool] | None:
         clauses.append(or_(*types))
     if flt.sources:
         clauses.append(events.c.source.in_(sorted(flt.sources)))
+    if flt.hidden:
+        # What the reader may not see (visibility.py): Nexus's events of those families.
+        hidden = [events.c.type.startswith(prefix, autoescape=True) for prefix in flt.hidden]
+        clauses.append(not_(and_(events.c.source == NEXUS_SOURCE, or_(*hidden))))
     return and_(*clauses) if clauses else None
 
 

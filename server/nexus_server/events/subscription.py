@@ -11,9 +11,10 @@ overflowing its buffer, so falling behind never drops an event and never grows m
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from nexus_server.common.clock import Clock
 from nexus_server.common.errors import OutOfRange
@@ -38,6 +39,15 @@ class Start:
 
     after_sequence: int | None = None
     since: datetime | None = None
+
+
+class Ending(Protocol):
+    """What ends a stream from outside (its credential stopped holding): `error` is set,
+    then every waker registered with `on_end` is called."""
+
+    def on_end(self, wake: Callable[[], None]) -> None: ...
+
+    def raise_if_ended(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,12 +80,12 @@ async def subscribe(
     flt: Filter,
     start: Start,
     heartbeat: float,
-    still_allowed: Callable[[], Awaitable[None]] | None = None,
+    ending: Ending | None = None,
     max_batch: int = 1,
     max_batch_delay: float = 0.0,
 ) -> AsyncIterator[Entry | Batch | Heartbeat]:
     """The stream's messages: a heartbeat at once, then events and periodic heartbeats.
-    `still_allowed` raises (e.g. Unauthenticated) when the stream must end. With
+    `ending` wakes the stream and raises (e.g. Unauthenticated) when it must end. With
     `max_batch` above 1, events already waiting together go as one Batch; with a
     `max_batch_delay` too, the tailer holds live events up to that long (hub.Tailer's
     pacing) so that more wait together."""
@@ -103,15 +113,17 @@ async def subscribe(
     loop = asyncio.get_running_loop()
     beat: asyncio.TimerHandle | None = None
     try:
+        if ending is not None:
+            ending.on_end(subscriber.wake)
         yield _heartbeat(max(head, tailer.position), subscriber, clock)
         # One timer per interval rings the subscriber (not a timeout per wait: the fan-out
         # wakes every stream for every event, and a timer each time costs as much as the send).
         beat = loop.call_later(heartbeat, subscriber.ring)
         while True:
+            if ending is not None:
+                ending.raise_if_ended()  # before anything more is sent
             if subscriber.beat_due:
                 subscriber.beat_due = False
-                if still_allowed is not None:
-                    await still_allowed()
                 yield _heartbeat(tailer.position, subscriber, clock)
                 beat = loop.call_later(heartbeat, subscriber.ring)
             elif subscriber.buffer and subscriber.may_send(max_batch):

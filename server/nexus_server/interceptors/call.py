@@ -49,6 +49,7 @@ class Call:
         "tenant_id",
         "tenant_status",
         "trailing_metadata",
+        "watch",
     )
 
     def __init__(
@@ -83,6 +84,9 @@ class Call:
         self.response_metadata: list[tuple[str, str]] = []
         # Trailers for the response (request id): cheap, ride with the status.
         self.trailing_metadata: list[tuple[str, str]] = []
+        # An open stream's watch (interceptors/streams.py): its `error` is set when the
+        # stream's credential stops holding and the stream must end.
+        self.watch: Any = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started

@@ -10,6 +10,7 @@ around everything after it, because it must see what every later layer raises.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from nexus_server.common.errors import FieldViolation, InvalidArgument, Unavaila
 from nexus_server.interceptors.call import Call, MethodInfo, Undecodable, set_current_call
 from nexus_server.interceptors.errors import to_status
 from nexus_server.interceptors.layer import Layer, nothing_after
+from nexus_server.interceptors.streams import StreamGuard
 
 # grpc.RpcMethodHandler; grpc is untyped for mypy here (see pyproject).
 Handler = Any
@@ -34,8 +36,16 @@ _TRANSCODED = "x-envoy-original-path"
 
 
 class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, layers: Sequence[Layer], access_rules: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        access_rules: dict[str, Any] | None = None,
+        *,
+        guard: StreamGuard | None = None,
+    ):
         self._layers = list(layers)
+        # Ends open streams whose credential stops holding (streams.py).
+        self._guard = guard
         self._reversed = list(reversed(self._layers))
         # A layer whose `before` never waits may be a plain function: called directly, it
         # costs no coroutine per call.
@@ -157,9 +167,13 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 call = self._call(info, context, request)
                 task = self._enter_stream()
                 try:
-                    await self._open_stream(call)
-                    async for item in behavior(request, context):
-                        yield item
+                    await self._open_stream(call, task)
+                    watch = call.watch
+                    async with contextlib.aclosing(behavior(request, context)) as items:
+                        async for item in items:
+                            if watch is not None:
+                                watch.raise_if_ended()
+                            yield item
                 except BaseException as error:
                     await self._end_stream(call, task, error)
                 finally:
@@ -171,7 +185,7 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             call = self._call(info, context, request)
             task = self._enter_stream()
             try:
-                await self._open_stream(call)
+                await self._open_stream(call, task)
                 await behavior(request, context)
             except BaseException as error:
                 await self._end_stream(call, task, error)
@@ -189,12 +203,19 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _exit_stream(self, call: Call, task: asyncio.Task[Any] | None) -> None:
         if task is not None:
             self._streams.discard(task)
+        if call.watch is not None and self._guard is not None:
+            self._guard.close(call.watch)
         self._after(call)
 
-    async def _open_stream(self, call: Call) -> None:
+    async def _open_stream(self, call: Call, task: asyncio.Task[Any] | None) -> None:
         if self.stopping:
             raise Unavailable("server is stopping; reconnect to another replica")
+        guard = self._guard
+        rows_before = guard.rows if guard is not None else 0
         await self._before(call)
+        if guard is not None:
+            # Watched from the moment it is admitted: no await between the two.
+            call.watch = guard.watch(call, task, rows_before=rows_before)
         if call.response_metadata:
             await call.context.send_initial_metadata(call.response_metadata)
             call.response_metadata = []
@@ -202,11 +223,15 @@ class Chain(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     async def _end_stream(self, call: Call, task: asyncio.Task[Any] | None, error: BaseException) -> None:
         if isinstance(error, asyncio.CancelledError):
-            if not self.stopping or task is None:
+            if task is None or not (self.stopping or (call.watch is not None and call.watch.error)):
                 call.code = grpc.StatusCode.CANCELLED
                 raise error
             task.uncancel()
-            error = Unavailable("server is stopping; resume from your last sequence")
+            if call.watch is not None and call.watch.error is not None:
+                # The guard cancelled a stream that waits where it cannot be woken.
+                error = call.watch.error
+            else:
+                error = Unavailable("server is stopping; resume from your last sequence")
         elif not isinstance(error, Exception):
             raise error
         await self._fail(call, error)

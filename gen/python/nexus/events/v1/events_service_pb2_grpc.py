@@ -160,10 +160,21 @@ class EventsServiceServicer:
         `after_sequence` set to the last sequence it processed (or to the last
         heartbeat's `cursor_sequence`) misses nothing. A slow reader slows only its
         own stream; events are never dropped. The stream ends with UNAVAILABLE
-        (SERVER_STOPPING) when the server stops, and with UNAUTHENTICATED when the
-        credentials it was opened with expire or are revoked; clients reconnect and
-        resume. Through Envoy it is `GET /v1/events:subscribe` answered with a
-        stream of JSON messages.
+        (SERVER_STOPPING) when the server stops. It ends, on every replica within 1
+        second, as soon as the credentials it was opened with stop holding: with
+        UNAUTHENTICATED (CREDENTIALS_INVALID) when the API key is revoked or expires,
+        a rotated secret's grace ends, the session is logged out or revoked, or the
+        account is disabled; with PERMISSION_DENIED (TENANT_ACCESS_DENIED) when the
+        member is removed, and (TENANT_SUSPENDED) when the tenant is suspended.
+        Clients reconnect and resume. Through Envoy it is `GET /v1/events:subscribe`
+        answered with a stream of JSON messages.
+
+        Nexus's own events (source `nexus`) about members and invitations reach only
+        readers holding `tenants.members.read`; those about groups, roles and project
+        access only readers holding `tenants.groups.read`, `tenants.roles.read` and
+        `tenants.project_access.read`. No API key sees these, as no key may list
+        them. Their sequences are skipped like filtered-out ones; a reader who loses
+        a permission mid-stream stops receiving what it guards.
 
         Callers: an API key holding the `events:subscribe` scope, or any member of
         the tenant.
@@ -181,7 +192,8 @@ class EventsServiceServicer:
         """Lists the caller's tenant's events that match the filters, a page at a time,
         in ascending `sequence` order unless `order_by` asks for descending: the
         tenant's audit log. Only events visible without gaps are listed, so paging
-        forward never skips an event committed later with a lower sequence.
+        forward never skips an event committed later with a lower sequence. Nexus's
+        own events that the caller may not see are left out, as in Subscribe.
 
         Callers: any member of the tenant, or an API key holding `events:subscribe`.
 
@@ -201,7 +213,8 @@ class EventsServiceServicer:
 
         Returns INVALID_ARGUMENT (INVALID_REQUEST) if `id` is not an `evt_` id, and
         NOT_FOUND (RESOURCE_NOT_FOUND) if no event of the caller's tenant has that
-        id (including another tenant's events).
+        id (including another tenant's events, and Nexus's own events the caller may
+        not see, as in Subscribe).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

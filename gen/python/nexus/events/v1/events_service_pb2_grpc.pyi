@@ -77,10 +77,21 @@ class EventsServiceStub:
     `after_sequence` set to the last sequence it processed (or to the last
     heartbeat's `cursor_sequence`) misses nothing. A slow reader slows only its
     own stream; events are never dropped. The stream ends with UNAVAILABLE
-    (SERVER_STOPPING) when the server stops, and with UNAUTHENTICATED when the
-    credentials it was opened with expire or are revoked; clients reconnect and
-    resume. Through Envoy it is `GET /v1/events:subscribe` answered with a
-    stream of JSON messages.
+    (SERVER_STOPPING) when the server stops. It ends, on every replica within 1
+    second, as soon as the credentials it was opened with stop holding: with
+    UNAUTHENTICATED (CREDENTIALS_INVALID) when the API key is revoked or expires,
+    a rotated secret's grace ends, the session is logged out or revoked, or the
+    account is disabled; with PERMISSION_DENIED (TENANT_ACCESS_DENIED) when the
+    member is removed, and (TENANT_SUSPENDED) when the tenant is suspended.
+    Clients reconnect and resume. Through Envoy it is `GET /v1/events:subscribe`
+    answered with a stream of JSON messages.
+
+    Nexus's own events (source `nexus`) about members and invitations reach only
+    readers holding `tenants.members.read`; those about groups, roles and project
+    access only readers holding `tenants.groups.read`, `tenants.roles.read` and
+    `tenants.project_access.read`. No API key sees these, as no key may list
+    them. Their sequences are skipped like filtered-out ones; a reader who loses
+    a permission mid-stream stops receiving what it guards.
 
     Callers: an API key holding the `events:subscribe` scope, or any member of
     the tenant.
@@ -94,7 +105,8 @@ class EventsServiceStub:
     """Lists the caller's tenant's events that match the filters, a page at a time,
     in ascending `sequence` order unless `order_by` asks for descending: the
     tenant's audit log. Only events visible without gaps are listed, so paging
-    forward never skips an event committed later with a lower sequence.
+    forward never skips an event committed later with a lower sequence. Nexus's
+    own events that the caller may not see are left out, as in Subscribe.
 
     Callers: any member of the tenant, or an API key holding `events:subscribe`.
 
@@ -110,7 +122,8 @@ class EventsServiceStub:
 
     Returns INVALID_ARGUMENT (INVALID_REQUEST) if `id` is not an `evt_` id, and
     NOT_FOUND (RESOURCE_NOT_FOUND) if no event of the caller's tenant has that
-    id (including another tenant's events).
+    id (including another tenant's events, and Nexus's own events the caller may
+    not see, as in Subscribe).
     """
     CreateWebhookEndpoint: _grpc.UnaryUnaryMultiCallable[_events_service_pb2.CreateWebhookEndpointRequest, _webhook_pb2.WebhookEndpoint]
     """Creates a webhook endpoint for the caller's tenant and returns it with its
@@ -252,10 +265,21 @@ class EventsServiceAsyncStub(EventsServiceStub):
     `after_sequence` set to the last sequence it processed (or to the last
     heartbeat's `cursor_sequence`) misses nothing. A slow reader slows only its
     own stream; events are never dropped. The stream ends with UNAVAILABLE
-    (SERVER_STOPPING) when the server stops, and with UNAUTHENTICATED when the
-    credentials it was opened with expire or are revoked; clients reconnect and
-    resume. Through Envoy it is `GET /v1/events:subscribe` answered with a
-    stream of JSON messages.
+    (SERVER_STOPPING) when the server stops. It ends, on every replica within 1
+    second, as soon as the credentials it was opened with stop holding: with
+    UNAUTHENTICATED (CREDENTIALS_INVALID) when the API key is revoked or expires,
+    a rotated secret's grace ends, the session is logged out or revoked, or the
+    account is disabled; with PERMISSION_DENIED (TENANT_ACCESS_DENIED) when the
+    member is removed, and (TENANT_SUSPENDED) when the tenant is suspended.
+    Clients reconnect and resume. Through Envoy it is `GET /v1/events:subscribe`
+    answered with a stream of JSON messages.
+
+    Nexus's own events (source `nexus`) about members and invitations reach only
+    readers holding `tenants.members.read`; those about groups, roles and project
+    access only readers holding `tenants.groups.read`, `tenants.roles.read` and
+    `tenants.project_access.read`. No API key sees these, as no key may list
+    them. Their sequences are skipped like filtered-out ones; a reader who loses
+    a permission mid-stream stops receiving what it guards.
 
     Callers: an API key holding the `events:subscribe` scope, or any member of
     the tenant.
@@ -269,7 +293,8 @@ class EventsServiceAsyncStub(EventsServiceStub):
     """Lists the caller's tenant's events that match the filters, a page at a time,
     in ascending `sequence` order unless `order_by` asks for descending: the
     tenant's audit log. Only events visible without gaps are listed, so paging
-    forward never skips an event committed later with a lower sequence.
+    forward never skips an event committed later with a lower sequence. Nexus's
+    own events that the caller may not see are left out, as in Subscribe.
 
     Callers: any member of the tenant, or an API key holding `events:subscribe`.
 
@@ -285,7 +310,8 @@ class EventsServiceAsyncStub(EventsServiceStub):
 
     Returns INVALID_ARGUMENT (INVALID_REQUEST) if `id` is not an `evt_` id, and
     NOT_FOUND (RESOURCE_NOT_FOUND) if no event of the caller's tenant has that
-    id (including another tenant's events).
+    id (including another tenant's events, and Nexus's own events the caller may
+    not see, as in Subscribe).
     """
     CreateWebhookEndpoint: _aio.UnaryUnaryMultiCallable[_events_service_pb2.CreateWebhookEndpointRequest, _webhook_pb2.WebhookEndpoint]  # type: ignore[assignment]
     """Creates a webhook endpoint for the caller's tenant and returns it with its
@@ -436,10 +462,21 @@ class EventsServiceServicer(metaclass=_abc_1.ABCMeta):
         `after_sequence` set to the last sequence it processed (or to the last
         heartbeat's `cursor_sequence`) misses nothing. A slow reader slows only its
         own stream; events are never dropped. The stream ends with UNAVAILABLE
-        (SERVER_STOPPING) when the server stops, and with UNAUTHENTICATED when the
-        credentials it was opened with expire or are revoked; clients reconnect and
-        resume. Through Envoy it is `GET /v1/events:subscribe` answered with a
-        stream of JSON messages.
+        (SERVER_STOPPING) when the server stops. It ends, on every replica within 1
+        second, as soon as the credentials it was opened with stop holding: with
+        UNAUTHENTICATED (CREDENTIALS_INVALID) when the API key is revoked or expires,
+        a rotated secret's grace ends, the session is logged out or revoked, or the
+        account is disabled; with PERMISSION_DENIED (TENANT_ACCESS_DENIED) when the
+        member is removed, and (TENANT_SUSPENDED) when the tenant is suspended.
+        Clients reconnect and resume. Through Envoy it is `GET /v1/events:subscribe`
+        answered with a stream of JSON messages.
+
+        Nexus's own events (source `nexus`) about members and invitations reach only
+        readers holding `tenants.members.read`; those about groups, roles and project
+        access only readers holding `tenants.groups.read`, `tenants.roles.read` and
+        `tenants.project_access.read`. No API key sees these, as no key may list
+        them. Their sequences are skipped like filtered-out ones; a reader who loses
+        a permission mid-stream stops receiving what it guards.
 
         Callers: an API key holding the `events:subscribe` scope, or any member of
         the tenant.
@@ -459,7 +496,8 @@ class EventsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the caller's tenant's events that match the filters, a page at a time,
         in ascending `sequence` order unless `order_by` asks for descending: the
         tenant's audit log. Only events visible without gaps are listed, so paging
-        forward never skips an event committed later with a lower sequence.
+        forward never skips an event committed later with a lower sequence. Nexus's
+        own events that the caller may not see are left out, as in Subscribe.
 
         Callers: any member of the tenant, or an API key holding `events:subscribe`.
 
@@ -481,7 +519,8 @@ class EventsServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Returns INVALID_ARGUMENT (INVALID_REQUEST) if `id` is not an `evt_` id, and
         NOT_FOUND (RESOURCE_NOT_FOUND) if no event of the caller's tenant has that
-        id (including another tenant's events).
+        id (including another tenant's events, and Nexus's own events the caller may
+        not see, as in Subscribe).
         """
 
     @_abc_1.abstractmethod
