@@ -257,6 +257,7 @@ async def replica(server: tuple[NexusServer, int], tmp_path: Path) -> AsyncItera
         "NEXUS_METRICS_PORT": "off",
         "NEXUS_VAR_DIR": str(tmp_path),
         "NEXUS_SECRET_KEY": settings.secret_key,
+        "NEXUS_ALLOW_DEV_SECRET_KEY": "1",  # the test server's key may be the built-in one
         "NEXUS_LOG_LEVEL": "WARNING",
         "NEXUS_BCRYPT_ROUNDS": "4",
     }
