@@ -162,6 +162,27 @@ async def test_introspection_reports_an_active_token_and_then_its_revocation(
     assert ended == pb.IntrospectTokenResponse(active=False)
 
 
+async def test_introspection_by_another_tenants_key_says_only_that_the_token_is_live(
+    channel: grpc.aio.Channel, server: tuple[NexusServer, int]
+) -> None:
+    user = await register_user(channel)
+    tenant = await make_tenant(server[0], user.user_id)
+    outsider = await register_user(channel)
+    other_tenant = await make_tenant(server[0], outsider.user_id)
+    other_key = await issue_key(server[0], other_tenant, ["auth:introspect"])
+    in_tenant = await stub(channel).Login(pb.LoginRequest(email=user.email, password=user.password))
+    assert in_tenant.tenant_id == tenant
+    for token in (in_tenant.access_token, user.access_token):  # another tenant's, and no tenant's
+        answer = await stub(channel).IntrospectToken(
+            pb.IntrospectTokenRequest(token=token), metadata=key_metadata(other_key)
+        )
+        assert answer.active and answer.token_type == "Bearer" and answer.exp > answer.iat > 0
+        assert answer.iss and answer.aud
+        # Nothing that says whose token it is: no email, id, session, tenant, roles or projects.
+        assert (answer.username, answer.sub, answer.sid, answer.jti, answer.tenant_id) == ("",) * 5
+        assert (list(answer.roles), dict(answer.projects)) == ([], {})
+
+
 async def test_introspection_of_garbage_is_inactive_not_an_error(
     channel: grpc.aio.Channel, server: tuple[NexusServer, int]
 ) -> None:

@@ -16,12 +16,23 @@ class Introspection:
     active: bool
     claims: dict[str, object] = field(default_factory=dict)
     username: str = ""
+    described: bool = True  # False: the bare answer, no subject, email, roles or projects
+
+
+# What RFC 7662 needs to say a token is live, and nothing about whose it is: the answer a
+# key of another tenant gets, so that no tenant learns another's users, emails or roles.
+_BARE_CLAIMS = ("exp", "iat", "iss")
 
 
 INACTIVE = Introspection(False)
 
 
-async def introspect(deps: Identity, token: str, token_type_hint: str) -> Introspection:
+async def introspect(
+    deps: Identity, token: str, token_type_hint: str, *, reader_tenant_id: str
+) -> Introspection:
+    """`reader_tenant_id` is the calling key's tenant: only a token active in that tenant is
+    described in full (subject, email, session, roles, projects); any other live token is
+    answered with `active` and its times alone."""
     if not token:
         raise InvalidArgument(FieldViolation("token", "is required"))
     if len(token) > MAX_TOKEN_CHARS:
@@ -45,4 +56,7 @@ async def introspect(deps: Identity, token: str, token_type_hint: str) -> Intros
         status = await directory.status(principal.tenant_id)
         if status is not TenantStatus.ACTIVE:
             return INACTIVE
+    if not principal.tenant_id or principal.tenant_id != reader_tenant_id:
+        bare = {k: verified.claims[k] for k in _BARE_CLAIMS if k in verified.claims}
+        return Introspection(True, bare, described=False)
     return Introspection(True, verified.claims, user.email)

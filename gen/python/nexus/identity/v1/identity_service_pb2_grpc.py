@@ -243,7 +243,10 @@ class IdentityServiceServicer:
         than a form). A token that is malformed, expired, revoked, signed by an unknown
         key, belongs to a disabled user, or names a suspended active tenant gives
         `active: false` and nothing else: an invalid token is an answer, not an error.
-        Callable by an API key holding the `auth:introspect` scope. Returns
+        Callable by an API key holding the `auth:introspect` scope. Only a token whose
+        active tenant is the key's own tenant is described in full; for any other live
+        token the answer holds `active`, `token_type`, `exp`, `iat`, `aud` and `iss` alone,
+        so that no tenant learns another tenant's users, emails, sessions or roles. Returns
         INVALID_ARGUMENT with field violations if `token` is empty or longer than 8192
         characters.
         """
