@@ -4,39 +4,24 @@ For each call: public RPCs pass untouched. Otherwise the credential (`authorizat
 Bearer …` or `x-api-key`) becomes a Principal through the identity or API-key capability;
 the tenant is chosen (the request's `tenant_id` field, `x-tenant-id`, a custom domain in
 `:authority`, or the credential's own tenant); then the RPC's AccessRule (the
-`nexus.common.v1.access` option) decides. Refusals: UNAUTHENTICATED (CREDENTIALS_MISSING,
-CREDENTIALS_INVALID) and PERMISSION_DENIED (MISSING_SCOPE, ROLE_REQUIRED,
-TENANT_ACCESS_DENIED, TENANT_SUSPENDED).
+`nexus.common.v1.access` option) decides, through `auth/authorization.py`: this layer
+only gathers the facts (principal, tenant, membership, status) that module decides on.
+Refusals: UNAUTHENTICATED (CREDENTIALS_MISSING, CREDENTIALS_INVALID) and
+PERMISSION_DENIED (MISSING_SCOPE, ROLE_REQUIRED, TENANT_ACCESS_DENIED, TENANT_SUSPENDED).
 """
 
 from __future__ import annotations
 
 from nexus.common.v1 import access_pb2
 from nexus_server.app.context import AppContext
+from nexus_server.auth import authorization
 from nexus_server.auth.principal import Membership, Principal, TenantStatus
-from nexus_server.common.errors import (
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    Unauthenticated,
-)
+from nexus_server.common.errors import FieldViolation, InvalidArgument, Unauthenticated
 from nexus_server.common.ids import is_id
 from nexus_server.interceptors.call import Call
 from nexus_server.interceptors.layer import nothing_after
 
 KEY_PREFIX = "eco_api_"
-_ROLE_RANK = {"read_only": 0, "member": 1, "admin": 2, "owner": 3}
-_NEEDED_RANK = {
-    access_pb2.CALLER_MEMBER: 0,
-    access_pb2.CALLER_ADMIN: 2,
-    access_pb2.CALLER_OWNER: 3,
-}
-_ROLE_NAME = {
-    access_pb2.CALLER_MEMBER: "member",
-    access_pb2.CALLER_ADMIN: "admin",
-    access_pb2.CALLER_OWNER: "owner",
-}
 
 
 def _tenant_field(call: Call, path: str) -> str:
@@ -134,51 +119,21 @@ class Authentication:
         if self.ctx.tenants is None:
             return None
         status = await self.ctx.tenants.status(tenant_id)
-        if status is None or status is TenantStatus.DELETED:
-            raise NotFound(f"tenant {tenant_id} does not exist")
-        if status is TenantStatus.SUSPENDED and not principal.platform_admin and not while_suspended:
-            raise PermissionDenied(f"tenant {tenant_id} is suspended", reason="TENANT_SUSPENDED")
+        authorization.check_status(tenant_id, status, principal, while_suspended=while_suspended)
         return status
 
     async def _authorize_key(self, call: Call, principal: Principal, rule: access_pb2.AccessRule) -> None:
-        if not rule.key_scope:
-            raise PermissionDenied(
-                f"{call.method.name} is for people, not API keys",
-                reason="MISSING_SCOPE",
-                metadata={"required": "user credentials"},
-            )
-        if not principal.has_scope(rule.key_scope):
-            raise PermissionDenied(
-                f"this API key lacks the `{rule.key_scope}` scope",
-                reason="MISSING_SCOPE",
-                metadata={"required_scope": rule.key_scope},
-            )
-        requested = self._requested_tenant(call)
-        if requested and requested != principal.tenant_id:
-            # Another tenant's data looks exactly like missing data to a key.
-            raise PermissionDenied("this API key belongs to another tenant", reason="TENANT_ACCESS_DENIED")
+        authorization.check_key(call.method.name, rule, principal, self._requested_tenant(call))
         call.tenant_id = principal.tenant_id
         call.tenant_status = await self._check_status(principal.tenant_id, principal)
 
     async def _authorize_user(self, call: Call, principal: Principal, rule: access_pb2.AccessRule) -> None:
-        caller = rule.caller
-        if caller == access_pb2.CALLER_UNSPECIFIED:
-            raise PermissionDenied(
-                f"{call.method.name} is called with an API key holding `{rule.key_scope}`",
-                reason="MISSING_SCOPE",
-                metadata={"required_scope": rule.key_scope},
-            )
-        if caller == access_pb2.CALLER_PLATFORM_ADMIN:
-            if not principal.platform_admin:
-                raise PermissionDenied(
-                    "platform administrators only",
-                    reason="ROLE_REQUIRED",
-                    metadata={"required_role": "platform-admin"},
-                )
+        authorization.check_person_may_call(call.method.name, rule, principal)
+        if rule.caller == access_pb2.CALLER_PLATFORM_ADMIN:
             call.tenant_id = self._requested_tenant(call)
             return
         tenant_id = self._requested_tenant(call) or await self._domain_tenant(call) or principal.tenant_id
-        if caller == access_pb2.CALLER_USER:
+        if rule.caller == access_pb2.CALLER_USER:
             call.tenant_id = tenant_id
             return
         if not tenant_id:
@@ -188,20 +143,12 @@ class Authentication:
             )
         call.tenant_id = tenant_id
         membership = await self._membership(principal, tenant_id)
-        if membership is None:
-            if principal.platform_admin:
-                await self._check_status(tenant_id, principal)
-                return
-            raise PermissionDenied(
-                f"you are not a member of tenant {tenant_id}", reason="TENANT_ACCESS_DENIED"
-            )
+        authorization.check_member(tenant_id, membership, principal)
+        if membership is None:  # a platform administrator acting on a tenant they are not in
+            await self._check_status(tenant_id, principal)
+            return
         await self._check_status(tenant_id, principal, while_suspended=rule.allowed_while_suspended)
-        if not self._role_allows(membership, rule) and not principal.platform_admin:
-            raise PermissionDenied(
-                f"{call.method.name} needs the {_ROLE_NAME[caller]} role",
-                reason="ROLE_REQUIRED",
-                metadata={"required_role": _ROLE_NAME[caller]},
-            )
+        authorization.check_role(call.method.name, rule, membership, principal)
 
     async def _membership(self, principal: Principal, tenant_id: str) -> Membership | None:
         if self.ctx.tenants is not None:
@@ -209,17 +156,3 @@ class Authentication:
         if tenant_id == principal.tenant_id and principal.roles:
             return Membership(tenant_id, principal.user_id, principal.roles)
         return None
-
-    @staticmethod
-    def _role_allows(membership: Membership, rule: access_pb2.AccessRule) -> bool:
-        if rule.caller == access_pb2.CALLER_MEMBER:
-            return True  # any membership, custom roles only included
-        best = max((_ROLE_RANK.get(r, -1) for r in membership.roles), default=-1)
-        if best >= _NEEDED_RANK[rule.caller]:
-            return True
-        # Custom roles open admin RPCs through the permission each names; never owner RPCs.
-        return (
-            rule.caller != access_pb2.CALLER_OWNER
-            and bool(rule.permission)
-            and (rule.permission in membership.permissions)
-        )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-OWNER, ADMIN, MEMBER, READ_ONLY = "owner", "admin", "member", "read_only"
-BUILT_IN_ROLES = (OWNER, ADMIN, MEMBER, READ_ONLY)
+from nexus_server.auth.roles import ADMIN, BUILT_IN_ROLES, MEMBER, OWNER, READ_ONLY
+
+__all__ = ["ADMIN", "BUILT_IN_ROLES", "BY_NAME", "CATALOG", "MEMBER", "OWNER", "READ_ONLY"]
 _EVERYONE = BUILT_IN_ROLES
 _ADMINS = (OWNER, ADMIN)
 _USERS = (OWNER, ADMIN, MEMBER)
