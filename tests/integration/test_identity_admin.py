@@ -9,7 +9,7 @@ from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
 from nexus.identity.v1 import user_pb2
 from nexus_server.app.server import NexusServer
-from tests.support import PASSWORD, User, field_violations, register_user, unique
+from tests.support import PASSWORD, User, field_violations, reason, register_user, unique
 
 
 async def admin_user(channel: grpc.aio.Channel, server: NexusServer) -> User:
@@ -78,7 +78,11 @@ async def test_disabling_a_user_refuses_their_tokens_and_logins(
     assert token.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as signin:
         await identity.Login(pb.LoginRequest(email=user.email, password=user.password))
-    assert signin.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as wrong:
+        await identity.Login(pb.LoginRequest(email=user.email, password="Not-The-Password-1!"))
+    # The right password of a disabled account is answered exactly as a wrong one.
+    assert signin.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert (reason(signin.value), signin.value.details()) == (reason(wrong.value), wrong.value.details())
     await identity.EnableUser(pb.EnableUserRequest(id=user.user_id), metadata=admin.metadata())
     assert (await identity.Login(pb.LoginRequest(email=user.email, password=user.password))).session_id
 

@@ -94,6 +94,10 @@ async def login(
         user = await store.get_user_by_email(uow.session, address)
     if not await deps.hasher.verify(password, user.password_hash if user else None) or user is None:
         raise _invalid_credentials()
+    if user.status != "active":
+        # Exactly a wrong password, counted as one: otherwise a guesser learns the password
+        # of a disabled account, and that the account exists.
+        raise _invalid_credentials()
     if user.totp_secret is not None:
         if not totp_code:
             await deps.throttle.forgive(ticket)
@@ -102,9 +106,6 @@ async def login(
             accepted = await totp.accept_code(uow, deps.totp_sealer, user, totp_code)
         if not accepted:
             raise Unauthenticated("the authentication code is not right", reason="TOTP_INVALID")
-    if user.status != "active":
-        await deps.throttle.succeeded(ticket)
-        raise PermissionDenied("this account has been disabled", reason="ACCOUNT_DISABLED")
     await deps.keys.ready()
     try:
         async with deps.db.unit_of_work() as uow:
@@ -113,7 +114,7 @@ async def login(
             active_tenant, roles = await sessions.choose_tenant(uow, holder, tenant_id, default_only=True)
             pair = await sessions.start(deps, uow, user, client, active_tenant, roles)
             if not await store.record_login(uow.session, user.id, now):
-                raise PermissionDenied("this account has been disabled", reason="ACCOUNT_DISABLED")
+                raise _invalid_credentials()  # disabled meanwhile: the rollback keeps the count
             # Last, so the hot per-address row is locked only until the commit just after.
             await deps.throttle.succeeded_in(uow, ticket)
     except PermissionDenied:

@@ -54,9 +54,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     with RetryInfo and QuotaFailure.
     """
     ACCOUNT_DISABLED: _ErrorReason.ValueType  # 6
-    """The account was disabled by a platform administrator. Only returned to a Login
-    whose password was right, so it reveals nothing to someone guessing passwords.
-    Status PERMISSION_DENIED.
+    """The account was disabled by a platform administrator. No longer returned by
+    Login, which answers a disabled account as it answers a wrong password
+    (INVALID_CREDENTIALS); kept so that the value is never reused. Status
+    PERMISSION_DENIED.
     """
     PASSWORD_TOO_WEAK: _ErrorReason.ValueType  # 7
     """A new password does not meet the policy: at least 12 characters including an
@@ -172,9 +173,10 @@ stolen access token cannot be used to guess them either. Status RESOURCE_EXHAUST
 with RetryInfo and QuotaFailure.
 """
 ACCOUNT_DISABLED: ErrorReason.ValueType  # 6
-"""The account was disabled by a platform administrator. Only returned to a Login
-whose password was right, so it reveals nothing to someone guessing passwords.
-Status PERMISSION_DENIED.
+"""The account was disabled by a platform administrator. No longer returned by
+Login, which answers a disabled account as it answers a wrong password
+(INVALID_CREDENTIALS); kept so that the value is never reused. Status
+PERMISSION_DENIED.
 """
 PASSWORD_TOO_WEAK: ErrorReason.ValueType  # 7
 """A new password does not meet the policy: at least 12 characters including an

@@ -66,10 +66,10 @@ class IdentityServiceStub:
     or reused TOTP or recovery code counts as a failure; TOTP_REQUIRED does not.
     Anyone may call it. Returns INVALID_ARGUMENT with field violations if a field is
     missing or malformed; UNAUTHENTICATED with reason INVALID_CREDENTIALS for an
-    unknown email or a wrong password alike (same message and timing);
+    unknown email, a wrong password or a disabled account alike (same message,
+    timing and counting, so a guesser learns nothing from a disabled account);
     UNAUTHENTICATED with reason TOTP_REQUIRED or TOTP_INVALID if the second factor
-    is missing or wrong; PERMISSION_DENIED with reason ACCOUNT_DISABLED if the
-    account is disabled; PERMISSION_DENIED with reason TENANT_ACCESS_DENIED or
+    is missing or wrong; PERMISSION_DENIED with reason TENANT_ACCESS_DENIED or
     TENANT_SUSPENDED if `tenant_id` names a tenant the user may not use;
     RESOURCE_EXHAUSTED with reason LOGIN_THROTTLED or ACCOUNT_LOCKED, with
     RetryInfo, after repeated failures.
@@ -274,10 +274,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     or reused TOTP or recovery code counts as a failure; TOTP_REQUIRED does not.
     Anyone may call it. Returns INVALID_ARGUMENT with field violations if a field is
     missing or malformed; UNAUTHENTICATED with reason INVALID_CREDENTIALS for an
-    unknown email or a wrong password alike (same message and timing);
+    unknown email, a wrong password or a disabled account alike (same message,
+    timing and counting, so a guesser learns nothing from a disabled account);
     UNAUTHENTICATED with reason TOTP_REQUIRED or TOTP_INVALID if the second factor
-    is missing or wrong; PERMISSION_DENIED with reason ACCOUNT_DISABLED if the
-    account is disabled; PERMISSION_DENIED with reason TENANT_ACCESS_DENIED or
+    is missing or wrong; PERMISSION_DENIED with reason TENANT_ACCESS_DENIED or
     TENANT_SUSPENDED if `tenant_id` names a tenant the user may not use;
     RESOURCE_EXHAUSTED with reason LOGIN_THROTTLED or ACCOUNT_LOCKED, with
     RetryInfo, after repeated failures.
@@ -491,10 +491,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         or reused TOTP or recovery code counts as a failure; TOTP_REQUIRED does not.
         Anyone may call it. Returns INVALID_ARGUMENT with field violations if a field is
         missing or malformed; UNAUTHENTICATED with reason INVALID_CREDENTIALS for an
-        unknown email or a wrong password alike (same message and timing);
+        unknown email, a wrong password or a disabled account alike (same message,
+        timing and counting, so a guesser learns nothing from a disabled account);
         UNAUTHENTICATED with reason TOTP_REQUIRED or TOTP_INVALID if the second factor
-        is missing or wrong; PERMISSION_DENIED with reason ACCOUNT_DISABLED if the
-        account is disabled; PERMISSION_DENIED with reason TENANT_ACCESS_DENIED or
+        is missing or wrong; PERMISSION_DENIED with reason TENANT_ACCESS_DENIED or
         TENANT_SUSPENDED if `tenant_id` names a tenant the user may not use;
         RESOURCE_EXHAUSTED with reason LOGIN_THROTTLED or ACCOUNT_LOCKED, with
         RetryInfo, after repeated failures.

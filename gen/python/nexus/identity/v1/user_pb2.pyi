@@ -30,7 +30,7 @@ class _UserStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UserStatus
     """The account may sign in and use its tokens."""
     USER_STATUS_DISABLED: _UserStatus.ValueType  # 2
     """A platform administrator disabled the account: its sessions are revoked, its
-    access tokens are refused, and Login fails with ACCOUNT_DISABLED.
+    access tokens are refused, and Login fails as for a wrong password.
     """
 
 class UserStatus(_UserStatus, metaclass=_UserStatusEnumTypeWrapper):
@@ -44,7 +44,7 @@ USER_STATUS_ACTIVE: UserStatus.ValueType  # 1
 """The account may sign in and use its tokens."""
 USER_STATUS_DISABLED: UserStatus.ValueType  # 2
 """A platform administrator disabled the account: its sessions are revoked, its
-access tokens are refused, and Login fails with ACCOUNT_DISABLED.
+access tokens are refused, and Login fails as for a wrong password.
 """
 Global___UserStatus: _TypeAlias = UserStatus  # noqa: Y015
 
