@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import itertools
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -187,6 +188,18 @@ def field_violations(source: grpc.RpcError | status_pb2.Status) -> list[str]:
     return [
         v.field for bad in status_details(source, error_details_pb2.BadRequest) for v in bad.field_violations
     ]
+
+
+_MAILED_TOKEN = re.compile(r"token=(nx[vp]_[0-9A-Za-z]+)")
+
+
+def token_in(message: EmailMessage) -> str:
+    """The one-time token in a verification or reset email's link."""
+    body = message.get_body(("plain",))
+    assert body is not None
+    found = _MAILED_TOKEN.search(body.get_content())
+    assert found is not None
+    return found.group(1)
 
 
 # A real SMTP endpoint (aiosmtpd) for the mail flows; the fixture is `smtp_server` in conftest.

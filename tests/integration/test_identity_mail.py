@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import email
-import re
-from email.message import EmailMessage
 from email.policy import default
 
 import grpc
@@ -15,17 +13,7 @@ import pytest
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
 from nexus_server.app.server import NexusServer
-from tests.support import PASSWORD, Inbox, register_user, unique
-
-TOKEN = re.compile(r"token=(nx[vp]_[0-9A-Za-z]+)")
-
-
-def token_in(message: EmailMessage) -> str:
-    body = message.get_body(("plain",))
-    assert body is not None
-    found = TOKEN.search(body.get_content())
-    assert found is not None
-    return found.group(1)
+from tests.support import PASSWORD, Inbox, register_user, token_in, unique
 
 
 async def test_register_verify_login_refresh_logout(smtp_server: tuple[grpc.aio.Channel, Inbox]) -> None:

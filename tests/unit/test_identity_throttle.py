@@ -65,3 +65,41 @@ async def test_forgiving_gives_the_attempt_back(throttle: tuple[Throttle, Frozen
         await limiter.forgive(await limiter.admit("forgiven@example.com"))
     for _ in range(POLICY.free_attempts):
         await limiter.admit("forgiven@example.com")
+
+
+async def test_a_lock_holds_one_address_and_never_another(throttle: tuple[Throttle, FrozenClock]) -> None:
+    limiter, clock = throttle
+    for _ in range(POLICY.lock_after):
+        await limiter.admit("owner@example.com", "203.0.113.9")
+        clock.advance(POLICY.max_delay)
+    with pytest.raises(ResourceExhausted) as caught:
+        await limiter.admit("owner@example.com", "203.0.113.9")
+    assert caught.value.reason == "ACCOUNT_LOCKED"
+    await limiter.admit("owner@example.com", "198.51.100.7")  # the owner, elsewhere
+
+
+async def test_failures_spread_over_addresses_pace_new_devices_but_never_known_ones(
+    throttle: tuple[Throttle, FrozenClock],
+) -> None:
+    limiter, clock = throttle
+    for n in range(POLICY.spread_after + 1):
+        await limiter.admit("spread@example.com", f"2001:db8::{n:x}")
+    with pytest.raises(ResourceExhausted) as caught:
+        await limiter.admit("spread@example.com", "2001:db8::ffff")
+    assert caught.value.reason == "LOGIN_THROTTLED"
+    assert caught.value.retry_after <= POLICY.spread_max_delay
+    for _ in range(3):  # a known device is counted but never held back, and nothing locks
+        await limiter.admit("spread@example.com", "192.0.2.1", known_device=True)
+    clock.advance(POLICY.spread_max_delay)
+    await limiter.admit("spread@example.com", "2001:db8::ffff")  # paced, not locked
+
+
+async def test_clearing_forgets_the_email_at_every_address(throttle: tuple[Throttle, FrozenClock]) -> None:
+    limiter, clock = throttle
+    for address in ("192.0.2.1", "192.0.2.2"):
+        for _ in range(POLICY.lock_after):
+            await limiter.admit("reset@example.com", address)
+            clock.advance(POLICY.max_delay)
+    await limiter.clear("reset@example.com")
+    for address in ("192.0.2.1", "192.0.2.2"):
+        await limiter.admit("reset@example.com", address)

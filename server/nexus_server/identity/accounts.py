@@ -90,8 +90,10 @@ async def login(
     # Two transactions on the usual path: count the attempt and read the user; then, once the
     # password proves right, clear the count and start the session.
     async with deps.db.unit_of_work() as uow:
-        ticket = await deps.throttle.admit_in(uow, address, client.ip_address)
         user = await store.get_user_by_email(uow.session, address)
+        # Looked up for unknown emails too (as user ""), so both cost the same.
+        known = await store.knows_device(uow.session, user.id if user else "", sessions.device_hash(client))
+        ticket = await deps.throttle.admit_in(uow, address, client.ip_address, known_device=known)
     if not await deps.hasher.verify(password, user.password_hash if user else None) or user is None:
         raise _invalid_credentials()
     if user.status != "active":

@@ -100,6 +100,11 @@ async def _claims(
     )
 
 
+def device_hash(client: Client) -> str:
+    """What identifies a device the user signed in from: its user agent and address."""
+    return hashlib.sha256(f"{client.user_agent}\n{client.ip_address}".encode()).hexdigest()
+
+
 async def start(
     deps: Identity,
     uow: UnitOfWork,
@@ -138,7 +143,7 @@ async def start(
         {"session_id": session_id, "user_id": user.id, "tenant_id": tenant_id},
         subject=user.id,
     )
-    device = hashlib.sha256(f"{client.user_agent}\n{client.ip_address}".encode()).hexdigest()
+    device = device_hash(client)
     first_login = user.last_login_time is None
     if await store.remember_device(uow.session, user.id, device, now) and not first_login:
         await deps.mailer.queue(

@@ -364,6 +364,17 @@ async def remember_device(session: AsyncSession, user_id: str, device_hash: str,
     return result.scalar_one_or_none() is not None
 
 
+async def knows_device(session: AsyncSession, user_id: str, device_hash: str) -> bool:
+    """Whether the user has signed in from this device before (any user id, even "", costs
+    the same one lookup, so the answer's timing says nothing about the account)."""
+    found = await session.execute(
+        select(known_devices.c.user_id).where(
+            known_devices.c.user_id == user_id, known_devices.c.device_hash == device_hash
+        )
+    )
+    return found.first() is not None
+
+
 async def get_attempts(session: AsyncSession, key: str) -> AttemptRow | None:
     found = (
         (await session.execute(select(login_attempts).where(login_attempts.c.key == key))).mappings().first()
@@ -432,3 +443,10 @@ async def add_attempts(session: AsyncSession, key: str, delta: int, now: datetim
 
 async def clear_attempts(session: AsyncSession, key: str) -> None:
     await session.execute(delete(login_attempts).where(login_attempts.c.key == key))
+
+
+async def clear_attempts_with_prefix(session: AsyncSession, prefix: str) -> None:
+    """Delete every counter whose key starts with `prefix` (hex and punctuation only, so
+    nothing in it is a LIKE wildcard)."""
+    matching = login_attempts.c.key.startswith(prefix, autoescape=True)
+    await session.execute(delete(login_attempts).where(matching))

@@ -40,13 +40,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     `code`, from ConfirmTotp and DisableTotp.
     """
     ACCOUNT_LOCKED: _ErrorReason.ValueType  # 4
-    """Too many failed sign-ins for this email: the account is locked for a while, and
+    """Too many failed sign-ins for this email from this client address: the address is
+    locked out of the email for a while (the owner elsewhere is not), and
     `google.rpc.RetryInfo` says when to retry. Unknown emails are locked the same way,
     so the lock reveals nothing about which emails have accounts.
     Status RESOURCE_EXHAUSTED, with RetryInfo and QuotaFailure.
     """
     LOGIN_THROTTLED: _ErrorReason.ValueType  # 5
-    """Sign-in attempts from this client address (or for this email) come faster than the
+    """Sign-in attempts from this client address (or for this email, or, after failures
+    from many addresses, for this email from a new device) come faster than the
     escalating delay after earlier failures allows; `google.rpc.RetryInfo` says when
     the next attempt will be considered. Wrong passwords and codes sent to
     ChangePassword, EnrollTotp and DisableTotp count towards the same limits, so a
@@ -159,13 +161,15 @@ Status UNAUTHENTICATED from Login; INVALID_ARGUMENT, with a field violation on
 `code`, from ConfirmTotp and DisableTotp.
 """
 ACCOUNT_LOCKED: ErrorReason.ValueType  # 4
-"""Too many failed sign-ins for this email: the account is locked for a while, and
+"""Too many failed sign-ins for this email from this client address: the address is
+locked out of the email for a while (the owner elsewhere is not), and
 `google.rpc.RetryInfo` says when to retry. Unknown emails are locked the same way,
 so the lock reveals nothing about which emails have accounts.
 Status RESOURCE_EXHAUSTED, with RetryInfo and QuotaFailure.
 """
 LOGIN_THROTTLED: ErrorReason.ValueType  # 5
-"""Sign-in attempts from this client address (or for this email) come faster than the
+"""Sign-in attempts from this client address (or for this email, or, after failures
+from many addresses, for this email from a new device) come faster than the
 escalating delay after earlier failures allows; `google.rpc.RetryInfo` says when
 the next attempt will be considered. Wrong passwords and codes sent to
 ChangePassword, EnrollTotp and DisableTotp count towards the same limits, so a

@@ -61,8 +61,11 @@ class IdentityServiceStub:
     enabled), starting a new session and returning its token pair. The session
     records the client's `user-agent` and address; a session from a device not seen
     before also triggers a notice email. Publishes `session.created`. Failures are
-    counted per email and per client address, shared by all replicas: after a few,
-    attempts are delayed more and more, then the email is locked for a while. A wrong
+    counted per email and client address, shared by all replicas: after a few, that
+    address's attempts on the email are delayed more and more, then locked for a
+    while; the owner elsewhere is not held back. Failures on one email from many
+    addresses pace only devices the account has not signed in from; a password reset
+    clears every count. A wrong
     or reused TOTP or recovery code counts as a failure; TOTP_REQUIRED does not.
     Anyone may call it. Returns INVALID_ARGUMENT with field violations if a field is
     missing or malformed; UNAUTHENTICATED with reason INVALID_CREDENTIALS for an
@@ -269,8 +272,11 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     enabled), starting a new session and returning its token pair. The session
     records the client's `user-agent` and address; a session from a device not seen
     before also triggers a notice email. Publishes `session.created`. Failures are
-    counted per email and per client address, shared by all replicas: after a few,
-    attempts are delayed more and more, then the email is locked for a while. A wrong
+    counted per email and client address, shared by all replicas: after a few, that
+    address's attempts on the email are delayed more and more, then locked for a
+    while; the owner elsewhere is not held back. Failures on one email from many
+    addresses pace only devices the account has not signed in from; a password reset
+    clears every count. A wrong
     or reused TOTP or recovery code counts as a failure; TOTP_REQUIRED does not.
     Anyone may call it. Returns INVALID_ARGUMENT with field violations if a field is
     missing or malformed; UNAUTHENTICATED with reason INVALID_CREDENTIALS for an
@@ -486,8 +492,11 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         enabled), starting a new session and returning its token pair. The session
         records the client's `user-agent` and address; a session from a device not seen
         before also triggers a notice email. Publishes `session.created`. Failures are
-        counted per email and per client address, shared by all replicas: after a few,
-        attempts are delayed more and more, then the email is locked for a while. A wrong
+        counted per email and client address, shared by all replicas: after a few, that
+        address's attempts on the email are delayed more and more, then locked for a
+        while; the owner elsewhere is not held back. Failures on one email from many
+        addresses pace only devices the account has not signed in from; a password reset
+        clears every count. A wrong
         or reused TOTP or recovery code counts as a failure; TOTP_REQUIRED does not.
         Anyone may call it. Returns INVALID_ARGUMENT with field violations if a field is
         missing or malformed; UNAUTHENTICATED with reason INVALID_CREDENTIALS for an
