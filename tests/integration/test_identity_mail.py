@@ -4,15 +4,20 @@ development sink."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email
+import uuid
 from email.policy import default
+from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import event
 
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
 from nexus_server.app.server import NexusServer
+from nexus_server.identity import accounts
 from tests.support import PASSWORD, Inbox, register_user, token_in, unique
 
 
@@ -124,3 +129,34 @@ async def test_a_new_device_is_noticed_once_and_a_known_one_never(
     bodies = [m.get_body(("plain",)).get_content() for m in notices]  # type: ignore[union-attr]
     assert len(bodies) == 2, bodies
     assert "203.0.113.7" in bodies[0] and "198.51.100.4" in bodies[1]
+
+
+async def test_a_reset_request_does_the_same_work_for_known_and_unknown_emails(
+    channel: grpc.aio.Channel, server: tuple[NexusServer, int]
+) -> None:
+    """The request's timing told known emails from unknown ones (10.5 vs 4.3 ms): it now
+    runs the very same statements for both, and the lookup waits for the background task.
+    Statements are recorded only from this task's context, not the background answerer's."""
+    deps = server[0].ctx.extras["identity"]
+    user = await register_user(channel)
+    recording: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("recording", default=None)
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen = recording.get()
+        if seen is not None:
+            seen.append(statement)
+
+    engine = deps.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        work = {}
+        for email in (user.email, f"nobody-{uuid.uuid4().hex}@example.com"):
+            recording.set([])
+            await accounts.request_password_reset(deps, email=email)
+            work[email] = recording.get()
+            recording.set(None)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    known, unknown = work.values()
+    assert known and known == unknown
+    assert not any("users" in statement for statement in known)

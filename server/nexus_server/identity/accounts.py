@@ -201,24 +201,30 @@ async def change_password(
 
 
 async def request_password_reset(deps: Identity, *, email: str) -> None:
-    """Mail a reset link if the email has an active account; the same answer either way."""
+    """Queue a reset for the email, known or not: the same answer, and the same work, either
+    way (the lookup happens later, in `answer_reset_request`)."""
     address = validation.email(email)
     async with deps.db.unit_of_work() as uow:
-        user = await store.get_user_by_email(uow.session, address)
-        if user is None or user.status != "active":
-            return
-        if await onetime.recently_issued(uow, user.id, onetime.RESET_PASSWORD, RESEND_AFTER):
-            return
-        token = await onetime.issue(uow, user, onetime.RESET_PASSWORD)
-        link = f"{deps.settings.public_url}/reset-password?token={token}"
-        await deps.mailer.queue(
-            uow,
-            user.email,
-            "Reset your Nexus password",
-            "Someone asked to reset the password of your Nexus account. If it was you, open this "
-            f"link within an hour:\n\n{link}\n\nOr send this token to ResetPassword: {token}\n\n"
-            "If it was not you, ignore this email; your password has not changed.\n",
-        )
+        await deps.reset_requests.queue(uow, address)
+
+
+async def answer_reset_request(deps: Identity, uow: UnitOfWork, email: str) -> None:
+    """Mail a reset link if the email has an active account (in the background)."""
+    user = await store.get_user_by_email(uow.session, email)
+    if user is None or user.status != "active":
+        return
+    if await onetime.recently_issued(uow, user.id, onetime.RESET_PASSWORD, RESEND_AFTER):
+        return
+    token = await onetime.issue(uow, user, onetime.RESET_PASSWORD)
+    link = f"{deps.settings.public_url}/reset-password?token={token}"
+    await deps.mailer.queue(
+        uow,
+        user.email,
+        "Reset your Nexus password",
+        "Someone asked to reset the password of your Nexus account. If it was you, open this "
+        f"link within an hour:\n\n{link}\n\nOr send this token to ResetPassword: {token}\n\n"
+        "If it was not you, ignore this email; your password has not changed.\n",
+    )
 
 
 async def reset_password(deps: Identity, *, token: str, new_password: str) -> None:

@@ -13,6 +13,7 @@ from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.identity.keys import KeyRing
 from nexus_server.identity.mail import Mailer
 from nexus_server.identity.passwords import Hasher
+from nexus_server.identity.reset_requests import ResetRequests
 from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.throttle import Throttle
 from nexus_server.identity.tokens import AccessTokens
@@ -31,6 +32,7 @@ class Identity:
     tokens: AccessTokens
     throttle: Throttle
     mailer: Mailer
+    reset_requests: ResetRequests
     totp_sealer: Sealer
     refresh_key: bytes  # keys the derivation of a refresh token's successor
     tenants: Callable[[], TenantDirectory | None]

@@ -138,3 +138,14 @@ mail_outbox = Table(
     Column("last_error", String(500), nullable=True),
     Index(None, "sent_time", "next_attempt_time"),
 )
+
+# Password-reset requests, answered by a background task: the request itself does the same
+# work (one insert) whether or not the email has an account, so its timing tells nothing.
+reset_requests = Table(
+    "reset_requests",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(254), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Index(None, "create_time"),
+)

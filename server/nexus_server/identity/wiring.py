@@ -4,14 +4,17 @@ layer uses, and its background tasks (key reload, mail sender)."""
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 from nexus_server.app.context import AppContext
 from nexus_server.config import Settings
+from nexus_server.identity import accounts
 from nexus_server.identity.deps import Identity
 from nexus_server.identity.keys import KeyRing
 from nexus_server.identity.mail import Mailer
 from nexus_server.identity.passwords import Hasher
 from nexus_server.identity.resealing import reseal_all
+from nexus_server.identity.reset_requests import ResetRequests
 from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.service import IdentityServicer
 from nexus_server.identity.throttle import Policy, Throttle
@@ -49,6 +52,7 @@ def build_identity(ctx: AppContext) -> Identity:
         tokens=tokens,
         throttle=Throttle(ctx.db, Policy(signup_limit=ctx.settings.signups_per_address)),
         mailer=mailer,
+        reset_requests=ResetRequests(ctx.db),
         totp_sealer=_sealer(settings, "totp-secrets"),
         refresh_key=hashlib.sha256(b"nexus refresh successor\0" + settings.secret_key.encode()).digest(),
         tenants=lambda: ctx.tenants,
@@ -74,5 +78,6 @@ def build(ctx: AppContext) -> object | None:
 
     ctx.background.append(keys_then_reload)
     ctx.background.append(deps.mailer.run)
+    ctx.background.append(lambda: deps.reset_requests.run(partial(accounts.answer_reset_request, deps)))
     ctx.on_stop.append(close_hasher)
     return IdentityServicer(deps)

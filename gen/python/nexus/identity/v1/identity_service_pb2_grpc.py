@@ -324,7 +324,9 @@ class IdentityServiceServicer:
     def RequestPasswordReset(self, request, context):
         """Emails a single-use password reset link (valid 1 hour) to the address if it
         belongs to an active account, and answers the same, in the same time, whether or
-        not it does, so that it cannot be used to learn which emails have accounts. A new
+        not it does, so that it cannot be used to learn which emails have accounts: the
+        call only queues the request, and the account is looked up and mailed within a
+        second or so in the background (on any replica; a crash retries it). A new
         request replaces any earlier unused reset token for the account; repeated
         requests within a minute send no further mail but still succeed. Anyone may call
         it. Returns INVALID_ARGUMENT with field violations if the email is malformed;

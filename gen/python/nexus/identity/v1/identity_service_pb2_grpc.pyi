@@ -155,7 +155,9 @@ class IdentityServiceStub:
     RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RequestPasswordResetRequest, _identity_service_pb2.RequestPasswordResetResponse]
     """Emails a single-use password reset link (valid 1 hour) to the address if it
     belongs to an active account, and answers the same, in the same time, whether or
-    not it does, so that it cannot be used to learn which emails have accounts. A new
+    not it does, so that it cannot be used to learn which emails have accounts: the
+    call only queues the request, and the account is looked up and mailed within a
+    second or so in the background (on any replica; a crash retries it). A new
     request replaces any earlier unused reset token for the account; repeated
     requests within a minute send no further mail but still succeed. Anyone may call
     it. Returns INVALID_ARGUMENT with field violations if the email is malformed;
@@ -366,7 +368,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RequestPasswordResetRequest, _identity_service_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
     """Emails a single-use password reset link (valid 1 hour) to the address if it
     belongs to an active account, and answers the same, in the same time, whether or
-    not it does, so that it cannot be used to learn which emails have accounts. A new
+    not it does, so that it cannot be used to learn which emails have accounts: the
+    call only queues the request, and the account is looked up and mailed within a
+    second or so in the background (on any replica; a crash retries it). A new
     request replaces any earlier unused reset token for the account; repeated
     requests within a minute send no further mail but still succeed. Anyone may call
     it. Returns INVALID_ARGUMENT with field violations if the email is malformed;
@@ -646,7 +650,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_service_pb2.RequestPasswordResetResponse, _abc.Awaitable[_identity_service_pb2.RequestPasswordResetResponse]]:
         """Emails a single-use password reset link (valid 1 hour) to the address if it
         belongs to an active account, and answers the same, in the same time, whether or
-        not it does, so that it cannot be used to learn which emails have accounts. A new
+        not it does, so that it cannot be used to learn which emails have accounts: the
+        call only queues the request, and the account is looked up and mailed within a
+        second or so in the background (on any replica; a crash retries it). A new
         request replaces any earlier unused reset token for the account; repeated
         requests within a minute send no further mail but still succeed. Anyone may call
         it. Returns INVALID_ARGUMENT with field violations if the email is malformed;
