@@ -22,7 +22,7 @@ from nexus_server.app.server import NexusServer, create_server
 from nexus_server.config import Settings
 from nexus_server.db.migrate import upgrade
 from nexus_server.logs import JsonFormatter
-from tests.support import Inbox, free_port
+from tests.support import DnsZone, Inbox, free_port
 
 POSTGRES_URL = os.environ.get("NEXUS_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("NEXUS_TEST_REDIS_URL", "")
@@ -80,7 +80,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def dns_zone() -> Iterator[DnsZone]:
+    """The loopback DNS server every test server asks for custom-domain TXT proofs."""
+    zone = DnsZone()
+    zone.start()
+    yield zone
+    zone.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, dns_zone: DnsZone) -> Settings:
     var_dir: Path = tmp_path_factory.mktemp("var")
     return replace(
         Settings(),
@@ -93,6 +102,7 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Set
         # all from 127.0.0.1 (the sign-up limit per address has tests of its own).
         bcrypt_rounds=4,
         signups_per_address=1_000_000,
+        dns_nameservers=(dns_zone.nameserver,),
     )
 
 

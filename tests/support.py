@@ -228,3 +228,45 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class DnsZone:
+    """A real DNS server (dnslib, UDP) on 127.0.0.1 answering TXT records the tests publish;
+    every other question gets NXDOMAIN. Nexus reaches it through NEXUS_DNS_NAMESERVERS."""
+
+    def __init__(self) -> None:
+        from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+        zone = self
+        self.records: dict[str, list[str]] = {}
+
+        class Resolver(BaseResolver):  # type: ignore[misc]
+            def resolve(self, request: Any, handler: Any) -> Any:
+                from dnslib import QTYPE, RCODE, RR, TXT
+
+                reply = request.reply()
+                name = str(request.q.qname).rstrip(".").lower()
+                values = zone.records.get(name, [])
+                if request.q.qtype == QTYPE.TXT and values:
+                    for value in values:
+                        reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(value), ttl=0))
+                elif not values:
+                    reply.header.rcode = RCODE.NXDOMAIN
+                return reply
+
+        self.port = free_port()
+        quiet = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data", logf=lambda _: None)
+        self._server = DNSServer(Resolver(), port=self.port, address="127.0.0.1", logger=quiet)
+
+    @property
+    def nameserver(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def publish_txt(self, name: str, value: str) -> None:
+        self.records.setdefault(name.rstrip(".").lower(), []).append(value)
+
+    def start(self) -> None:
+        self._server.start_thread()
+
+    def stop(self) -> None:
+        self._server.stop()

@@ -65,6 +65,8 @@ class Settings:
     smtp_url: str | None = None  # smtp://user:pass@host:port; None writes .eml under var_dir/mail
     mail_from: str = "Nexus <no-reply@nexus.localhost>"
     public_url: str = "http://127.0.0.1:8080"  # base of links in emails
+    # Name servers (`ip` or `ip:port`) for custom-domain TXT proofs; empty: the system's.
+    dns_nameservers: tuple[str, ...] = ()
     # Peers whose `x-forwarded-for` names the caller (Envoy): networks, comma-separated;
     # `none` believes no one. Other callers are known by their own address.
     trusted_proxies: str = DEFAULT_TRUSTED
@@ -245,6 +247,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp_url=_url(env, "NEXUS_SMTP_URL", ("smtp", "smtps"), None),
         mail_from=env.get("NEXUS_MAIL_FROM", base.mail_from),
         public_url=env.get("NEXUS_PUBLIC_URL", base.public_url).rstrip("/"),
+        dns_nameservers=_names(env.get("NEXUS_DNS_NAMESERVERS", ",".join(base.dns_nameservers))),
         trusted_proxies=_proxies(env, base.trusted_proxies),
         signups_per_address=_int(env, "NEXUS_SIGNUPS_PER_ADDRESS", base.signups_per_address, 1, 10_000_000)
         or base.signups_per_address,
@@ -259,3 +262,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         or base.ratelimit_user_per_minute,
     )
     return settings
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """A comma-separated list, blanks dropped."""
+    return tuple(n.strip() for n in value.split(",") if n.strip())

@@ -10,7 +10,7 @@ from nexus.tenant.v1 import tenant_pb2
 from nexus.tenant.v1 import tenant_service_pb2 as pb
 from nexus_server.app.server import NexusServer
 from tests.integration.tenants_support import details, refusal, team, tenants
-from tests.support import issue_key, key_metadata, register_user, unique
+from tests.support import DnsZone, issue_key, key_metadata, register_user, unique
 
 Server = tuple[NexusServer, int]
 
@@ -46,7 +46,9 @@ async def test_creation_writes_its_events_in_the_same_transaction(
         assert [r.type for r in rows] == ["tenant.created", "member.added"]
 
 
-async def test_domain_is_normalised_and_unique_across_tenants(channel: grpc.aio.Channel) -> None:
+async def test_domain_is_normalised_and_unique_across_tenants(
+    channel: grpc.aio.Channel, dns_zone: DnsZone
+) -> None:
     user = await register_user(channel)
     stub = tenants(channel)
     host = unique("bücher")
@@ -54,6 +56,9 @@ async def test_domain_is_normalised_and_unique_across_tenants(channel: grpc.aio.
         _new(unique("d"), f" {host.upper()}.Example.:443"), metadata=user.metadata()
     )
     assert created.domain.startswith("xn--") and created.domain.endswith(".example")
+    # Unique among proved domains: the first tenant proves control of it first.
+    dns_zone.publish_txt(created.domain_challenge_name, created.domain_challenge_value)
+    await stub.VerifyTenantDomain(pb.VerifyTenantDomainRequest(id=created.id), metadata=user.metadata())
     try:
         await stub.CreateTenant(_new(unique("d"), f"{host}.example"), metadata=user.metadata())
     except grpc.aio.AioRpcError as error:
@@ -137,10 +142,17 @@ async def test_page_token_of_another_query_is_refused(channel: grpc.aio.Channel)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PAGE_TOKEN_INVALID")
 
 
-async def test_resolve_by_domain_slug_and_id(server: Server, channel: grpc.aio.Channel) -> None:
+async def test_resolve_by_domain_slug_and_id(
+    server: Server, channel: grpc.aio.Channel, dns_zone: DnsZone
+) -> None:
     user = await register_user(channel)
     host = f"{unique('portal')}.acme.example"
     created = await tenants(channel).CreateTenant(_new(unique("r"), host), metadata=user.metadata())
+    # A domain resolves once proved (tests/integration/test_tenants_domains.py).
+    dns_zone.publish_txt(created.domain_challenge_name, created.domain_challenge_value)
+    await tenants(channel).VerifyTenantDomain(
+        pb.VerifyTenantDomainRequest(id=created.id), metadata=user.metadata()
+    )
     key = await issue_key(server[0], created.id, ["tenants:read"])
     stub = tenants(channel)
     by_domain = await stub.ResolveTenant(

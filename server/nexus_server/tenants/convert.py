@@ -9,7 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from nexus.tenant.v1 import member_pb2, project_pb2, role_pb2, tenant_pb2
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import invitations, store
+from nexus_server.tenants import domain_proof, invitations, store
 from nexus_server.tenants.members import MemberView
 from nexus_server.tenants.permissions import Permission
 from nexus_server.tenants.projects import Project
@@ -65,6 +65,11 @@ def tenant(row: store.TenantRow) -> tenant_pb2.Tenant:
         create_time=ts(row.create_time),
         update_time=ts(row.update_time),
         delete_time=ts(row.delete_time),
+        domain_verify_time=ts(row.domain_verify_time) if row.domain else None,
+        domain_challenge_name=domain_proof.challenge_name(row.domain) if row.domain else "",
+        domain_challenge_value=(
+            domain_proof.challenge_value(row.domain_token) if row.domain and row.domain_token else ""
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from nexus_server.tenants import (
 )
 from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.cache import AccessCache
+from nexus_server.tenants.domain_proof import TxtLookup
 from nexus_server.tenants.permissions import CATALOG
 from nexus_server.tenants.projects import Project
 
@@ -68,7 +69,12 @@ def _project_role(value: int, field: str, *, optional: bool) -> str | None:
 
 class TenantService:
     def __init__(
-        self, ctx: AppContext, catalog: tuple[Project, ...], post: invitations.Post, facts: AccessCache
+        self,
+        ctx: AppContext,
+        catalog: tuple[Project, ...],
+        post: invitations.Post,
+        facts: AccessCache,
+        txt: TxtLookup,
     ):
         self.ctx = ctx
         self.facts = facts
@@ -76,6 +82,7 @@ class TenantService:
         self.revocations = ctx.revocations
         self.catalog = catalog
         self.post = post
+        self.txt = txt
 
     # --- tenants ---------------------------------------------------------------------------
 
@@ -122,6 +129,13 @@ class TenantService:
             row = await workflows.update_tenant(
                 uow, self.revocations, _own(request.tenant.id), given, list(request.update_mask.paths)
             )
+        return convert.tenant(row)
+
+    async def VerifyTenantDomain(
+        self, request: pb.VerifyTenantDomainRequest, context: Any
+    ) -> tenant_pb2.Tenant:
+        async with self.db.unit_of_work() as uow:
+            row = await workflows.verify_domain(uow, self.revocations, self.txt, _own(request.id))
         return convert.tenant(row)
 
     async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Any) -> empty_pb2.Empty:

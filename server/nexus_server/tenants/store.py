@@ -56,6 +56,8 @@ class TenantRow:
     delete_time: datetime | None
     suspend_reason: str | None = None
     suspend_time: datetime | None = None
+    domain_token: str | None = None
+    domain_verify_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -174,8 +176,12 @@ async def slug_exists(session: AsyncSession, slug: str, *, except_id: str = "") 
 
 
 async def domain_exists(session: AsyncSession, domain: str, *, except_id: str = "") -> bool:
+    """Whether another tenant has proved control of `domain` (pending claims do not count)."""
     query = select(tenants.c.id).where(
-        tenants.c.domain == domain, tenants.c.status != "deleted", tenants.c.id != except_id
+        tenants.c.domain == domain,
+        tenants.c.domain_verify_time.is_not(None),
+        tenants.c.status != "deleted",
+        tenants.c.id != except_id,
     )
     return (await session.execute(query)).first() is not None
 
@@ -191,7 +197,9 @@ async def get_tenant(session: AsyncSession, tenant_id: str, *, lock: bool = Fals
 
 
 async def tenant_by_domain(session: AsyncSession, domain: str) -> TenantRow | None:
-    query = select(tenants).where(tenants.c.domain == domain, tenants.c.status != "deleted")
+    query = select(tenants).where(
+        tenants.c.domain == domain, tenants.c.domain_verify_time.is_not(None), tenants.c.status != "deleted"
+    )
     found = (await session.execute(query)).mappings().first()
     return TenantRow(**found) if found else None
 

@@ -19,8 +19,10 @@ from nexus_server.db.schema import metadata
 from nexus_server.db.types import UtcDateTime
 
 # Deleted tenants give up their slug and domain, so uniqueness holds among the others only:
-# partial unique indexes (PostgreSQL and SQLite both have them).
+# partial unique indexes (PostgreSQL and SQLite both have them). A domain is unique among
+# the tenants that proved control of it: pending claims do not block one another.
 _NOT_DELETED = text("status <> 'deleted'")
+_VERIFIED = text("status <> 'deleted' AND domain_verify_time IS NOT NULL")
 
 tenants = Table(
     "tenants",
@@ -30,6 +32,9 @@ tenants = Table(
     Column("display_name", String(200), nullable=False),
     # The normalised custom domain (IDNA, lower case, no port or trailing dot).
     Column("domain", String(253), nullable=True),
+    # The token the domain's TXT record must carry; the domain resolves only once verified.
+    Column("domain_token", String(64), nullable=True),
+    Column("domain_verify_time", UtcDateTime(), nullable=True),
     Column("status", String(16), nullable=False),  # active | suspended | deleted
     Column("suspension_cause", String(32), nullable=True),  # operator | payment_overdue
     Column("plan_id", String(64), nullable=False),
@@ -39,9 +44,7 @@ tenants = Table(
     Column("suspend_reason", String(500), nullable=True),
     Column("suspend_time", UtcDateTime(), nullable=True),
     Index("uq_tenants_slug", "slug", unique=True, postgresql_where=_NOT_DELETED, sqlite_where=_NOT_DELETED),
-    Index(
-        "uq_tenants_domain", "domain", unique=True, postgresql_where=_NOT_DELETED, sqlite_where=_NOT_DELETED
-    ),
+    Index("uq_tenants_domain", "domain", unique=True, postgresql_where=_VERIFIED, sqlite_where=_VERIFIED),
     Index(None, "create_time", "id"),
 )
 

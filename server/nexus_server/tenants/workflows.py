@@ -24,9 +24,10 @@ from nexus_server.common.errors import (
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import paging, rules, store
+from nexus_server.tenants import domain_proof, paging, rules, store
 from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.directory import MEMBERSHIP, TENANT
+from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BUILT_IN_ROLES, OWNER
 
 __all__ = ["BUILT_IN_ROLES", "FREE_PLAN", "create_tenant", "set_member_roles"]
@@ -91,6 +92,7 @@ async def create_tenant(
         slug=slug,
         display_name=display_name,
         domain=normal or None,
+        domain_token=domain_proof.new_token() if normal else None,
         status="active",
         suspension_cause=None,
         plan_id=FREE_PLAN,
@@ -154,6 +156,10 @@ async def update_tenant(
     values = {k: v for k, v in values.items() if getattr(current, k) != v}
     if not values:
         return current
+    if "domain" in values:
+        # A new domain is a new claim: pending, with a token of its own, until it is proved.
+        values["domain_token"] = domain_proof.new_token() if values["domain"] else None
+        values["domain_verify_time"] = None
     slug = values.get("slug")
     domain = values.get("domain")
     assert slug is None or isinstance(slug, str)
@@ -164,12 +170,49 @@ async def update_tenant(
     row = await get_tenant(uow, tenant_id)
     await uow.append_event(
         "tenant.updated",
-        {**_event(row), "changed": sorted(k for k in values if k != "update_time")},
+        {**_event(row), "changed": sorted(k for k in values if k in UPDATABLE)},
         tenant_id=tenant_id,
         subject=tenant_id,
     )
     if "domain" in values:
         await invalidate_tenant(uow, revocations, tenant_id)
+    return row
+
+
+async def verify_domain(
+    uow: UnitOfWork, revocations: Revocations, lookup: domain_proof.TxtLookup, tenant_id: str
+) -> store.TenantRow:
+    """Prove the tenant's pending domain by its TXT record; from then on it resolves to the
+    tenant and no other tenant may claim it. Verifying a verified domain changes nothing."""
+    rules.raise_if(rules.identifier(tenant_id, "ten", "id"))
+    await lock_tenant(uow, tenant_id)
+    row = await get_tenant(uow, tenant_id)
+    if not row.domain or not row.domain_token:
+        raise FailedPrecondition(
+            "the tenant has no custom domain to verify",
+            reason="DOMAIN_VERIFICATION_FAILED",
+            violations=[PreconditionViolation("DOMAIN", tenant_id, "set Tenant.domain first")],
+        )
+    if row.domain_verify_time is not None:
+        return row
+    if await store.domain_exists(uow.session, row.domain, except_id=tenant_id):
+        raise AlreadyExists(
+            f"the domain {row.domain!r} is taken", reason="DOMAIN_TAKEN", metadata={"domain": row.domain}
+        )
+    name, value = domain_proof.challenge_name(row.domain), domain_proof.challenge_value(row.domain_token)
+    if not await domain_proof.proves(lookup, row.domain, row.domain_token):
+        raise FailedPrecondition(
+            f"no TXT record {name} carrying {value!r} was found",
+            reason="DOMAIN_VERIFICATION_FAILED",
+            metadata={"record_name": name, "record_value": value},
+            violations=[PreconditionViolation("DNS", row.domain, f"publish TXT {name} = {value}")],
+        )
+    now = uow.clock.now()
+    write = store.update_tenant(uow.session, tenant_id, {"domain_verify_time": now, "update_time": now})
+    await _write_or_conflict(uow, None, row.domain, write)
+    row = await get_tenant(uow, tenant_id)
+    await uow.append_event("tenant.domain_verified", {**_event(row)}, tenant_id=tenant_id, subject=tenant_id)
+    await invalidate_tenant(uow, revocations, tenant_id)
     return row
 
 

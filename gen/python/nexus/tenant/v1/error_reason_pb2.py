@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"nexus/tenant/v1/error_reason.proto\x12\x0fnexus.tenant.v1*\x9a\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nSLUG_TAKEN\x10\x01\x12\x10\n\x0c\x44OMAIN_TAKEN\x10\x02\x12\x12\n\x0eTENANT_DELETED\x10\x03\x12\x0e\n\nLAST_OWNER\x10\x04\x12\x12\n\x0e\x41LREADY_MEMBER\x10\x05\x12\x13\n\x0fUSER_NOT_MEMBER\x10\x06\x12\x10\n\x0cUNKNOWN_ROLE\x10\x07\x12\x16\n\x12UNKNOWN_PERMISSION\x10\x08\x12\x13\n\x0fUNKNOWN_PROJECT\x10\t\x12\x1b\n\x17\x42UILT_IN_ROLE_IMMUTABLE\x10\n\x12\x0f\n\x0bROLE_IN_USE\x10\x0b\x12\x16\n\x12INVITATION_EXPIRED\x10\x0c\x12\x1a\n\x16INVITATION_NOT_PENDING\x10\r\x12\x1d\n\x19INVITATION_EMAIL_MISMATCH\x10\x0e\x12\x17\n\x13PERMISSION_NOT_HELD\x10\x0f\x12\x0e\n\nGROUP_FULL\x10\x10\x12\x15\n\x11INSUFFICIENT_RANK\x10\x11\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"nexus/tenant/v1/error_reason.proto\x12\x0fnexus.tenant.v1*\xba\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nSLUG_TAKEN\x10\x01\x12\x10\n\x0c\x44OMAIN_TAKEN\x10\x02\x12\x12\n\x0eTENANT_DELETED\x10\x03\x12\x0e\n\nLAST_OWNER\x10\x04\x12\x12\n\x0e\x41LREADY_MEMBER\x10\x05\x12\x13\n\x0fUSER_NOT_MEMBER\x10\x06\x12\x10\n\x0cUNKNOWN_ROLE\x10\x07\x12\x16\n\x12UNKNOWN_PERMISSION\x10\x08\x12\x13\n\x0fUNKNOWN_PROJECT\x10\t\x12\x1b\n\x17\x42UILT_IN_ROLE_IMMUTABLE\x10\n\x12\x0f\n\x0bROLE_IN_USE\x10\x0b\x12\x16\n\x12INVITATION_EXPIRED\x10\x0c\x12\x1a\n\x16INVITATION_NOT_PENDING\x10\r\x12\x1d\n\x19INVITATION_EMAIL_MISMATCH\x10\x0e\x12\x17\n\x13PERMISSION_NOT_HELD\x10\x0f\x12\x0e\n\nGROUP_FULL\x10\x10\x12\x15\n\x11INSUFFICIENT_RANK\x10\x11\x12\x1e\n\x1a\x44OMAIN_VERIFICATION_FAILED\x10\x12\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nexus.tenant.v1.error_reaso
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=56
-  _globals['_ERRORREASON']._serialized_end=466
+  _globals['_ERRORREASON']._serialized_end=498
 # @@protoc_insertion_point(module_scope)

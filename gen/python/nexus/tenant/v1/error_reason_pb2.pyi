@@ -117,6 +117,12 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     permission of it the caller lacks. Taking away the `owner` role is refused with the
     common reason ROLE_REQUIRED instead. Status PERMISSION_DENIED.
     """
+    DOMAIN_VERIFICATION_FAILED: _ErrorReason.ValueType  # 18
+    """VerifyTenantDomain found no TXT record at `_nexus-challenge.<domain>` carrying the
+    tenant's `nexus-verification=` value (or the tenant has no domain).
+    `ErrorInfo.metadata` holds `record_name` and `record_value`. Status
+    FAILED_PRECONDITION.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the reasons that only TenantService returns, in
@@ -223,5 +229,11 @@ custom role may act only on roles whose every permission they hold themselves.
 `ErrorInfo.metadata.role` names the role and `ErrorInfo.metadata.permission` one
 permission of it the caller lacks. Taking away the `owner` role is refused with the
 common reason ROLE_REQUIRED instead. Status PERMISSION_DENIED.
+"""
+DOMAIN_VERIFICATION_FAILED: ErrorReason.ValueType  # 18
+"""VerifyTenantDomain found no TXT record at `_nexus-challenge.<domain>` carrying the
+tenant's `nexus-verification=` value (or the tenant has no domain).
+`ErrorInfo.metadata` holds `record_name` and `record_value`. Status
+FAILED_PRECONDITION.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnexus/tenant/v1/tenant.proto\x12\x0fnexus.tenant.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x05\n\x06Tenant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04slug\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x64omain\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32\x1e.nexus.tenant.v1.Tenant.StatusB\x04\xe2\x41\x01\x03\x12\x15\n\x07plan_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12G\n\x10suspension_cause\x18\x07 \x01(\x0e\x32\'.nexus.tenant.v1.Tenant.SuspensionCauseB\x04\xe2\x41\x01\x03\x12\x1c\n\x0esuspend_reason\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0csuspend_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"]\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTIVE\x10\x01\x12\x14\n\x10STATUS_SUSPENDED\x10\x02\x12\x12\n\x0eSTATUS_DELETED\x10\x03\"x\n\x0fSuspensionCause\x12 \n\x1cSUSPENSION_CAUSE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUSPENSION_CAUSE_OPERATOR\x10\x01\x12$\n SUSPENSION_CAUSE_PAYMENT_OVERDUE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnexus/tenant/v1/tenant.proto\x12\x0fnexus.tenant.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd3\x06\n\x06Tenant\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04slug\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x64omain\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x34\n\x06status\x18\x05 \x01(\x0e\x32\x1e.nexus.tenant.v1.Tenant.StatusB\x04\xe2\x41\x01\x03\x12\x15\n\x07plan_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12G\n\x10suspension_cause\x18\x07 \x01(\x0e\x32\'.nexus.tenant.v1.Tenant.SuspensionCauseB\x04\xe2\x41\x01\x03\x12\x1c\n\x0esuspend_reason\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0csuspend_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x64\x65lete_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12<\n\x12\x64omain_verify_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12#\n\x15\x64omain_challenge_name\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x16\x64omain_challenge_value\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\"]\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x11\n\rSTATUS_ACTIVE\x10\x01\x12\x14\n\x10STATUS_SUSPENDED\x10\x02\x12\x12\n\x0eSTATUS_DELETED\x10\x03\"x\n\x0fSuspensionCause\x12 \n\x1cSUSPENSION_CAUSE_UNSPECIFIED\x10\x00\x12\x1d\n\x19SUSPENSION_CAUSE_OPERATOR\x10\x01\x12$\n SUSPENSION_CAUSE_PAYMENT_OVERDUE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,10 +57,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_TENANT'].fields_by_name['delete_time']._loaded_options = None
   _globals['_TENANT'].fields_by_name['delete_time']._serialized_options = b'\342A\001\003'
+  _globals['_TENANT'].fields_by_name['domain_verify_time']._loaded_options = None
+  _globals['_TENANT'].fields_by_name['domain_verify_time']._serialized_options = b'\342A\001\003'
+  _globals['_TENANT'].fields_by_name['domain_challenge_name']._loaded_options = None
+  _globals['_TENANT'].fields_by_name['domain_challenge_name']._serialized_options = b'\342A\001\003'
+  _globals['_TENANT'].fields_by_name['domain_challenge_value']._loaded_options = None
+  _globals['_TENANT'].fields_by_name['domain_challenge_value']._serialized_options = b'\342A\001\003'
   _globals['_TENANT']._serialized_start=116
-  _globals['_TENANT']._serialized_end=830
-  _globals['_TENANT_STATUS']._serialized_start=615
-  _globals['_TENANT_STATUS']._serialized_end=708
-  _globals['_TENANT_SUSPENSIONCAUSE']._serialized_start=710
-  _globals['_TENANT_SUSPENSIONCAUSE']._serialized_end=830
+  _globals['_TENANT']._serialized_end=967
+  _globals['_TENANT_STATUS']._serialized_start=752
+  _globals['_TENANT_STATUS']._serialized_end=845
+  _globals['_TENANT_SUSPENSIONCAUSE']._serialized_start=847
+  _globals['_TENANT_SUSPENSIONCAUSE']._serialized_end=967
 # @@protoc_insertion_point(module_scope)

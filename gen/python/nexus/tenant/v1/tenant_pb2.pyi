@@ -123,6 +123,9 @@ class Tenant(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DELETE_TIME_FIELD_NUMBER: _builtins.int
+    DOMAIN_VERIFY_TIME_FIELD_NUMBER: _builtins.int
+    DOMAIN_CHALLENGE_NAME_FIELD_NUMBER: _builtins.int
+    DOMAIN_CHALLENGE_VALUE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The tenant's identifier: `ten_` followed by base62 characters, time-sortable, assigned
     by Nexus at creation and never reused. It is the `{id}` of the tenant's routes, the
@@ -152,9 +155,11 @@ class Tenant(_message.Message):
     characters of letters, digits and hyphens not starting or ending with a hyphen, and be
     at most 253 characters in all; IP address literals (IPv4, IPv6, bracketed or not), a
     scheme (`https://`), a path, `*` wildcards and invalid IDNA are refused with
-    INVALID_ARGUMENT. Unique across all tenants that are not deleted (ALREADY_EXISTS reason
-    `DOMAIN_TAKEN` otherwise). Always returned normalised. A request sent to this host
-    (Envoy forwards `:authority`) acts in this tenant.
+    INVALID_ARGUMENT. Always returned normalised. A newly set domain is pending: it acts
+    for the tenant only once VerifyTenantDomain has found its TXT record (see
+    `domain_challenge_name`); then a request sent to this host (Envoy forwards
+    `:authority`) acts in this tenant. Unique among verified domains: setting a domain
+    another tenant has verified gets ALREADY_EXISTS reason `DOMAIN_TAKEN`.
     """
     status: Global___Tenant.Status.ValueType
     """The tenant's lifecycle status."""
@@ -172,6 +177,14 @@ class Tenant(_message.Message):
     example `invoice inv_… unpaid after dunning`): up to 500 characters. Empty unless
     `status` is STATUS_SUSPENDED. Visible to the tenant's members and to platform
     administrators.
+    """
+    domain_challenge_name: _builtins.str
+    """The DNS name of the TXT record that proves control of `domain`:
+    `_nexus-challenge.<domain>`; empty without a domain.
+    """
+    domain_challenge_value: _builtins.str
+    """The value that TXT record must carry: `nexus-verification=` and the tenant's token
+    for this domain (a new one each time the domain changes); empty without a domain.
     """
     @_builtins.property
     def suspend_time(self) -> _timestamp_pb2.Timestamp:
@@ -192,6 +205,12 @@ class Tenant(_message.Message):
     def delete_time(self) -> _timestamp_pb2.Timestamp:
         """When the tenant was deleted (UTC); unset unless `status` is STATUS_DELETED."""
 
+    @_builtins.property
+    def domain_verify_time(self) -> _timestamp_pb2.Timestamp:
+        """When VerifyTenantDomain proved control of `domain` (UTC); unset while the domain is
+        pending or there is none. Setting a new domain unsets it.
+        """
+
     def __init__(
         self,
         *,
@@ -207,10 +226,13 @@ class Tenant(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         delete_time: _timestamp_pb2.Timestamp | None = ...,
+        domain_verify_time: _timestamp_pb2.Timestamp | None = ...,
+        domain_challenge_name: _builtins.str = ...,
+        domain_challenge_value: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "suspend_time", b"suspend_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "domain_verify_time", b"domain_verify_time", "suspend_time", b"suspend_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "domain", b"domain", "id", b"id", "plan_id", b"plan_id", "slug", b"slug", "status", b"status", "suspend_reason", b"suspend_reason", "suspend_time", b"suspend_time", "suspension_cause", b"suspension_cause", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "domain", b"domain", "domain_challenge_name", b"domain_challenge_name", "domain_challenge_value", b"domain_challenge_value", "domain_verify_time", b"domain_verify_time", "id", b"id", "plan_id", b"plan_id", "slug", b"slug", "status", b"status", "suspend_reason", b"suspend_reason", "suspend_time", b"suspend_time", "suspension_cause", b"suspension_cause", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -204,6 +204,28 @@ class UpdateTenantRequest(_message.Message):
 Global___UpdateTenantRequest: _TypeAlias = UpdateTenantRequest  # noqa: Y015
 
 @_typing.final
+class VerifyTenantDomainRequest(_message.Message):
+    """The request of DeleteTenant."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the tenant whose domain to verify, `ten_` followed by base62 characters."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyTenantDomainRequest: _TypeAlias = VerifyTenantDomainRequest  # noqa: Y015
+
+@_typing.final
 class DeleteTenantRequest(_message.Message):
     """The request of DeleteTenant."""
 

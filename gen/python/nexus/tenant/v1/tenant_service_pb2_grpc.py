@@ -77,6 +77,11 @@ class TenantServiceStub:
                 request_serializer=nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.UpdateTenantRequest.SerializeToString,
                 response_deserializer=nexus_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
                 _registered_method=True)
+        self.VerifyTenantDomain = channel.unary_unary(
+                '/nexus.tenant.v1.TenantService/VerifyTenantDomain',
+                request_serializer=nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.VerifyTenantDomainRequest.SerializeToString,
+                response_deserializer=nexus_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
+                _registered_method=True)
         self.DeleteTenant = channel.unary_unary(
                 '/nexus.tenant.v1.TenantService/DeleteTenant',
                 request_serializer=nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.DeleteTenantRequest.SerializeToString,
@@ -299,6 +304,28 @@ class TenantServiceServicer:
         RESOURCE_NOT_FOUND) if no tenant has that id or it is deleted, and ALREADY_EXISTS
         (reason SLUG_TAKEN or DOMAIN_TAKEN) if another tenant already uses the new slug or
         domain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyTenantDomain(self, request, context):
+        """Proves that the tenant controls its custom domain: looks up the TXT record
+        `Tenant.domain_challenge_name` and, if one of its values is
+        `Tenant.domain_challenge_value`, marks the domain verified (`domain_verify_time`).
+        Only a verified domain resolves to the tenant (requests to that host, ResolveTenant);
+        pending claims of one domain by several tenants do not block one another, and the
+        first to verify wins. Verifying a verified domain changes nothing. Publishes
+        `tenant.domain_verified`.
+
+        Callers: the tenant's admins and owners, or members whose custom role grants
+        `tenants.write`.
+
+        Returns INVALID_ARGUMENT (reason INVALID_REQUEST) if `id` is malformed, NOT_FOUND
+        (reason RESOURCE_NOT_FOUND) if no tenant has that id, FAILED_PRECONDITION (reason
+        DOMAIN_VERIFICATION_FAILED, metadata `record_name` and `record_value`) if the tenant
+        has no domain or the record is missing, and ALREADY_EXISTS (reason DOMAIN_TAKEN) if
+        another tenant verified the domain first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -808,6 +835,11 @@ def add_TenantServiceServicer_to_server(servicer, server):
                     request_deserializer=nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.UpdateTenantRequest.FromString,
                     response_serializer=nexus_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.SerializeToString,
             ),
+            'VerifyTenantDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyTenantDomain,
+                    request_deserializer=nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.VerifyTenantDomainRequest.FromString,
+                    response_serializer=nexus_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.SerializeToString,
+            ),
             'DeleteTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTenant,
                     request_deserializer=nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.DeleteTenantRequest.FromString,
@@ -1074,6 +1106,33 @@ class TenantService:
             target,
             '/nexus.tenant.v1.TenantService/UpdateTenant',
             nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.UpdateTenantRequest.SerializeToString,
+            nexus_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyTenantDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.tenant.v1.TenantService/VerifyTenantDomain',
+            nexus_dot_tenant_dot_v1_dot_tenant__service__pb2.VerifyTenantDomainRequest.SerializeToString,
             nexus_dot_tenant_dot_v1_dot_tenant__pb2.Tenant.FromString,
             options,
             channel_credentials,

@@ -104,6 +104,24 @@ class TenantServiceStub:
     (reason SLUG_TAKEN or DOMAIN_TAKEN) if another tenant already uses the new slug or
     domain.
     """
+    VerifyTenantDomain: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.VerifyTenantDomainRequest, _tenant_pb2.Tenant]
+    """Proves that the tenant controls its custom domain: looks up the TXT record
+    `Tenant.domain_challenge_name` and, if one of its values is
+    `Tenant.domain_challenge_value`, marks the domain verified (`domain_verify_time`).
+    Only a verified domain resolves to the tenant (requests to that host, ResolveTenant);
+    pending claims of one domain by several tenants do not block one another, and the
+    first to verify wins. Verifying a verified domain changes nothing. Publishes
+    `tenant.domain_verified`.
+
+    Callers: the tenant's admins and owners, or members whose custom role grants
+    `tenants.write`.
+
+    Returns INVALID_ARGUMENT (reason INVALID_REQUEST) if `id` is malformed, NOT_FOUND
+    (reason RESOURCE_NOT_FOUND) if no tenant has that id, FAILED_PRECONDITION (reason
+    DOMAIN_VERIFICATION_FAILED, metadata `record_name` and `record_value`) if the tenant
+    has no domain or the record is missing, and ALREADY_EXISTS (reason DOMAIN_TAKEN) if
+    another tenant verified the domain first.
+    """
     DeleteTenant: _grpc.UnaryUnaryMultiCallable[_tenant_service_pb2.DeleteTenantRequest, _empty_pb2.Empty]
     """Deletes a tenant, softly: its status becomes STATUS_DELETED, every API key of the
     tenant is revoked (refused on every replica within 1 second), its members' access
@@ -544,6 +562,24 @@ class TenantServiceAsyncStub(TenantServiceStub):
     RESOURCE_NOT_FOUND) if no tenant has that id or it is deleted, and ALREADY_EXISTS
     (reason SLUG_TAKEN or DOMAIN_TAKEN) if another tenant already uses the new slug or
     domain.
+    """
+    VerifyTenantDomain: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.VerifyTenantDomainRequest, _tenant_pb2.Tenant]  # type: ignore[assignment]
+    """Proves that the tenant controls its custom domain: looks up the TXT record
+    `Tenant.domain_challenge_name` and, if one of its values is
+    `Tenant.domain_challenge_value`, marks the domain verified (`domain_verify_time`).
+    Only a verified domain resolves to the tenant (requests to that host, ResolveTenant);
+    pending claims of one domain by several tenants do not block one another, and the
+    first to verify wins. Verifying a verified domain changes nothing. Publishes
+    `tenant.domain_verified`.
+
+    Callers: the tenant's admins and owners, or members whose custom role grants
+    `tenants.write`.
+
+    Returns INVALID_ARGUMENT (reason INVALID_REQUEST) if `id` is malformed, NOT_FOUND
+    (reason RESOURCE_NOT_FOUND) if no tenant has that id, FAILED_PRECONDITION (reason
+    DOMAIN_VERIFICATION_FAILED, metadata `record_name` and `record_value`) if the tenant
+    has no domain or the record is missing, and ALREADY_EXISTS (reason DOMAIN_TAKEN) if
+    another tenant verified the domain first.
     """
     DeleteTenant: _aio.UnaryUnaryMultiCallable[_tenant_service_pb2.DeleteTenantRequest, _empty_pb2.Empty]  # type: ignore[assignment]
     """Deletes a tenant, softly: its status becomes STATUS_DELETED, every API key of the
@@ -1006,6 +1042,30 @@ class TenantServiceServicer(metaclass=_abc_1.ABCMeta):
         RESOURCE_NOT_FOUND) if no tenant has that id or it is deleted, and ALREADY_EXISTS
         (reason SLUG_TAKEN or DOMAIN_TAKEN) if another tenant already uses the new slug or
         domain.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyTenantDomain(
+        self,
+        request: _tenant_service_pb2.VerifyTenantDomainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tenant_pb2.Tenant, _abc.Awaitable[_tenant_pb2.Tenant]]:
+        """Proves that the tenant controls its custom domain: looks up the TXT record
+        `Tenant.domain_challenge_name` and, if one of its values is
+        `Tenant.domain_challenge_value`, marks the domain verified (`domain_verify_time`).
+        Only a verified domain resolves to the tenant (requests to that host, ResolveTenant);
+        pending claims of one domain by several tenants do not block one another, and the
+        first to verify wins. Verifying a verified domain changes nothing. Publishes
+        `tenant.domain_verified`.
+
+        Callers: the tenant's admins and owners, or members whose custom role grants
+        `tenants.write`.
+
+        Returns INVALID_ARGUMENT (reason INVALID_REQUEST) if `id` is malformed, NOT_FOUND
+        (reason RESOURCE_NOT_FOUND) if no tenant has that id, FAILED_PRECONDITION (reason
+        DOMAIN_VERIFICATION_FAILED, metadata `record_name` and `record_value`) if the tenant
+        has no domain or the record is missing, and ALREADY_EXISTS (reason DOMAIN_TAKEN) if
+        another tenant verified the domain first.
         """
 
     @_abc_1.abstractmethod
