@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nexus.apikey.v1 import apikey_service_pb2 as pb
+from nexus.apikey.v1 import apikey_service_pb2_grpc as rpc
 from nexus_server.apikeys import messages, rules, verification, workflows
 from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
@@ -15,7 +16,7 @@ from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import LimitState
 
 
-class ApiKeyService:
+class ApiKeyServicer(rpc.ApiKeyServiceServicer):
     def __init__(self, ctx: AppContext, verifier: KeyVerifier, limiter: Limiter):
         self.ctx = ctx
         self.db = ctx.db

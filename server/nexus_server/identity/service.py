@@ -7,6 +7,7 @@ from typing import Any
 from google.protobuf import empty_pb2
 
 from nexus.identity.v1 import identity_service_pb2 as pb
+from nexus.identity.v1 import identity_service_pb2_grpc as rpc
 from nexus.identity.v1 import jwk_pb2, user_pb2
 from nexus_server.common import addresses
 from nexus_server.common.errors import FieldViolation, InvalidArgument
@@ -22,7 +23,7 @@ def _me() -> tuple[str, str]:
     return principal.user_id, principal.session_id
 
 
-class IdentityServicer:
+class IdentityServicer(rpc.IdentityServiceServicer):
     def __init__(self, deps: Identity):
         self.deps = deps
         self.trusted = addresses.parse_networks(deps.settings.trusted_proxies)

@@ -1,5 +1,5 @@
 """Builds the tenants capability: the tenant directory (for authentication), the port it
-offers identity (project grants for tokens), and the TenantService servicer."""
+offers identity (project grants for tokens), and the TenantServicer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.directory import CachedTenantDirectory
 from nexus_server.tenants.domain_proof import DnsTxtLookup
 from nexus_server.tenants.projects import DEFAULT_PROJECTS, parse_catalog
-from nexus_server.tenants.service import TenantService
+from nexus_server.tenants.service import TenantServicer
 
 
 def build(ctx: AppContext) -> object | None:
@@ -36,4 +36,4 @@ def build(ctx: AppContext) -> object | None:
         # Identity's port for the access token's `projects` claim (identity/deps.py).
         identity.project_grants = grants.project_roles
     txt = DnsTxtLookup(ctx.settings.dns_nameservers)
-    return TenantService(ctx, catalog, invitations.Post(mail, public_url), cache, txt)
+    return TenantServicer(ctx, catalog, invitations.Post(mail, public_url), cache, txt)
