@@ -1,4 +1,8 @@
-"""TenantService: proto ↔ domain for every RPC; the rules live in the workflow modules."""
+"""TenantServicer: proto ↔ domain for every RPC; the rules live in the workflow modules.
+
+Tenancy is never re-checked here: the authentication layer admitted the call to the tenant
+each request names in its own `tenant_id` (or its access rule's `tenant_field`), through
+auth/authorization.py, before any of these methods runs."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from nexus.tenant.v1 import tenant_service_pb2 as pb
 from nexus.tenant.v1 import tenant_service_pb2_grpc as rpc
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import Principal
-from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
+from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.interceptors.call import current_call
 from nexus_server.tenants import (
     convert,
@@ -41,14 +45,6 @@ def _principal() -> Principal:
 def _actor() -> Actor:
     principal = _principal()
     return Actor(principal.user_id, principal.platform_admin)
-
-
-def _own(tenant_id: str) -> str:
-    """The tenant the auth layer admitted the caller to must be the one the request names."""
-    call = current_call()
-    if tenant_id and tenant_id != call.tenant_id and not _principal().platform_admin:
-        raise PermissionDenied("you are not a member of that tenant", reason="TENANT_ACCESS_DENIED")
-    return tenant_id
 
 
 def _ttl(request: pb.AddMemberRequest) -> timedelta | None:
@@ -101,7 +97,6 @@ class TenantServicer(rpc.TenantServiceServicer):
     async def GetTenant(self, request: pb.GetTenantRequest, context: Any) -> tenant_pb2.Tenant:
         async with self.db.unit_of_work(readonly=True) as uow:
             row = await workflows.get_tenant(uow, request.id, include_deleted=_principal().platform_admin)
-            _own(request.id)
         return convert.tenant(row)
 
     async def ListTenants(self, request: pb.ListTenantsRequest, context: Any) -> pb.ListTenantsResponse:
@@ -128,7 +123,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         }
         async with self.db.unit_of_work() as uow:
             row = await workflows.update_tenant(
-                uow, self.revocations, _own(request.tenant.id), given, list(request.update_mask.paths)
+                uow, self.revocations, request.tenant.id, given, list(request.update_mask.paths)
             )
         return convert.tenant(row)
 
@@ -136,12 +131,12 @@ class TenantServicer(rpc.TenantServiceServicer):
         self, request: pb.VerifyTenantDomainRequest, context: Any
     ) -> tenant_pb2.Tenant:
         async with self.db.unit_of_work() as uow:
-            row = await workflows.verify_domain(uow, self.revocations, self.txt, _own(request.id))
+            row = await workflows.verify_domain(uow, self.revocations, self.txt, request.id)
         return convert.tenant(row)
 
     async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await workflows.delete_tenant(uow, self.revocations, _own(request.id))
+            await workflows.delete_tenant(uow, self.revocations, request.id)
         return _EMPTY
 
     async def ResolveTenant(self, request: pb.ResolveTenantRequest, context: Any) -> pb.ResolveTenantResponse:
@@ -171,7 +166,7 @@ class TenantServicer(rpc.TenantServiceServicer):
 
     async def AddMember(self, request: pb.AddMemberRequest, context: Any) -> pb.AddMemberResponse:
         add = members.AddRequest(
-            tenant_id=_own(request.tenant_id),
+            tenant_id=request.tenant_id,
             email=request.email,
             user_id=request.user_id,
             roles=tuple(request.roles),
@@ -184,7 +179,7 @@ class TenantServicer(rpc.TenantServiceServicer):
 
     async def ListMembers(self, request: pb.ListMembersRequest, context: Any) -> pb.ListMembersResponse:
         query = members.MemberQuery(
-            tenant_id=_own(request.tenant_id),
+            tenant_id=request.tenant_id,
             page_size=request.page_size,
             page_token=request.page_token,
             role=request.role,
@@ -201,7 +196,7 @@ class TenantServicer(rpc.TenantServiceServicer):
                 uow,
                 self.revocations,
                 _actor(),
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.member.user_id,
                 list(request.member.roles),
                 list(request.update_mask.paths),
@@ -210,16 +205,14 @@ class TenantServicer(rpc.TenantServiceServicer):
 
     async def RemoveMember(self, request: pb.RemoveMemberRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await members.remove_member(
-                uow, self.revocations, _actor(), _own(request.tenant_id), request.user_id
-            )
+            await members.remove_member(uow, self.revocations, _actor(), request.tenant_id, request.user_id)
         return _EMPTY
 
     async def LeaveTenant(self, request: pb.LeaveTenantRequest, context: Any) -> empty_pb2.Empty:
         actor = _actor()
         async with self.db.unit_of_work() as uow:
             await members.remove_member(
-                uow, self.revocations, actor, _own(request.tenant_id), actor.user_id, leaving=True
+                uow, self.revocations, actor, request.tenant_id, actor.user_id, leaving=True
             )
         return _EMPTY
 
@@ -231,7 +224,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         async with self.db.unit_of_work(readonly=True) as uow:
             rows, token = await invitations.list_invitations(
                 uow,
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.page_size,
                 request.page_token,
                 convert.INVITATION_STATE_NAME.get(request.state, ""),
@@ -244,7 +237,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         self, request: pb.RevokeInvitationRequest, context: Any
     ) -> member_pb2.Invitation:
         async with self.db.unit_of_work() as uow:
-            row = await invitations.revoke(uow, _own(request.tenant_id), request.invitation_id)
+            row = await invitations.revoke(uow, request.tenant_id, request.invitation_id)
             return convert.invitation(row, uow)
 
     async def AcceptInvitation(self, request: pb.AcceptInvitationRequest, context: Any) -> member_pb2.Member:
@@ -260,7 +253,7 @@ class TenantServicer(rpc.TenantServiceServicer):
             view = await roles.create_role(
                 uow,
                 _actor(),
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.role.name,
                 request.role.description,
                 list(request.role.permissions),
@@ -269,7 +262,7 @@ class TenantServicer(rpc.TenantServiceServicer):
 
     async def ListRoles(self, request: pb.ListRolesRequest, context: Any) -> pb.ListRolesResponse:
         async with self.db.unit_of_work(readonly=True) as uow:
-            views = await roles.list_roles(uow, _own(request.tenant_id))
+            views = await roles.list_roles(uow, request.tenant_id)
         page, token = paging.page_of(
             "ListRoles", views, request.page_size, request.page_token, ["roles", request.tenant_id]
         )
@@ -286,7 +279,7 @@ class TenantServicer(rpc.TenantServiceServicer):
                 uow,
                 self.revocations,
                 _actor(),
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.role.id,
                 given,
                 list(request.update_mask.paths),
@@ -296,7 +289,7 @@ class TenantServicer(rpc.TenantServiceServicer):
     async def DeleteRole(self, request: pb.DeleteRoleRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
             await roles.delete_role(
-                uow, self.revocations, _actor(), _own(request.tenant_id), request.role_id, force=request.force
+                uow, self.revocations, _actor(), request.tenant_id, request.role_id, force=request.force
             )
         return _EMPTY
 
@@ -317,7 +310,7 @@ class TenantServicer(rpc.TenantServiceServicer):
             row = await groups.create_group(
                 uow,
                 _actor(),
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.group.name,
                 request.group.description,
                 list(request.group.roles),
@@ -327,7 +320,7 @@ class TenantServicer(rpc.TenantServiceServicer):
     async def ListGroups(self, request: pb.ListGroupsRequest, context: Any) -> pb.ListGroupsResponse:
         async with self.db.unit_of_work(readonly=True) as uow:
             rows, token = await groups.list_groups(
-                uow, _own(request.tenant_id), request.page_size, request.page_token, request.user_id
+                uow, request.tenant_id, request.page_size, request.page_token, request.user_id
             )
         return pb.ListGroupsResponse(groups=[convert.group(r) for r in rows], next_page_token=token)
 
@@ -342,7 +335,7 @@ class TenantServicer(rpc.TenantServiceServicer):
                 uow,
                 self.revocations,
                 _actor(),
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.group.id,
                 given,
                 list(request.update_mask.paths),
@@ -352,22 +345,20 @@ class TenantServicer(rpc.TenantServiceServicer):
     async def AddGroupMember(self, request: pb.AddGroupMemberRequest, context: Any) -> role_pb2.Group:
         async with self.db.unit_of_work() as uow:
             row = await groups.add_group_member(
-                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id, request.user_id
+                uow, self.revocations, _actor(), request.tenant_id, request.group_id, request.user_id
             )
         return convert.group(row)
 
     async def RemoveGroupMember(self, request: pb.RemoveGroupMemberRequest, context: Any) -> role_pb2.Group:
         async with self.db.unit_of_work() as uow:
             row = await groups.remove_group_member(
-                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id, request.user_id
+                uow, self.revocations, _actor(), request.tenant_id, request.group_id, request.user_id
             )
         return convert.group(row)
 
     async def DeleteGroup(self, request: pb.DeleteGroupRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await groups.delete_group(
-                uow, self.revocations, _actor(), _own(request.tenant_id), request.group_id
-            )
+            await groups.delete_group(uow, self.revocations, _actor(), request.tenant_id, request.group_id)
         return _EMPTY
 
     # --- projects --------------------------------------------------------------------------
@@ -386,7 +377,7 @@ class TenantServicer(rpc.TenantServiceServicer):
                 uow,
                 self.revocations,
                 self.catalog,
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.user_id,
                 request.project,
                 role,
@@ -399,7 +390,7 @@ class TenantServicer(rpc.TenantServiceServicer):
     ) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
             await grants.revoke(
-                uow, self.revocations, self.catalog, _own(request.tenant_id), request.user_id, request.project
+                uow, self.revocations, self.catalog, request.tenant_id, request.user_id, request.project
             )
         return _EMPTY
 
@@ -409,7 +400,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         async with self.db.unit_of_work(readonly=True) as uow:
             rows, token = await grants.list_grants(
                 uow,
-                _own(request.tenant_id),
+                request.tenant_id,
                 request.page_size,
                 request.page_token,
                 request.user_id,
