@@ -7,11 +7,11 @@ which the contract allows.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 
 from nexus_server.apikeys import store
+from nexus_server.common import periodic
 from nexus_server.db.uow import Database
 
 log = logging.getLogger("nexus.apikeys")
@@ -46,9 +46,4 @@ class LastUsed:
         await self.flush()
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.flush()
-            except Exception:
-                log.warning("writing last-used times failed; retrying", exc_info=True)
+        await periodic.every("apikeys.last_used", self.interval, self.flush, logger=log)

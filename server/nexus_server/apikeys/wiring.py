@@ -3,7 +3,6 @@ last-used flusher, the expiry sweep, the rate-limit layer, and the ApiKeyService
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -12,6 +11,7 @@ from nexus_server.apikeys.last_used import LastUsed
 from nexus_server.apikeys.service import ApiKeyServicer
 from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
+from nexus_server.common import periodic
 from nexus_server.ratelimit.layer import RateLimitLayer
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import Backend
@@ -64,10 +64,8 @@ def _plan_limit(ctx: AppContext) -> PlanLimit | None:
 
 
 async def _sweep_expired(ctx: AppContext) -> None:
-    while True:
-        await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
-        try:
-            async with ctx.db.unit_of_work() as uow:
-                await workflows.publish_expired(uow)
-        except Exception:
-            log.warning("publishing expired keys failed; retrying", exc_info=True)
+    async def sweep() -> None:
+        async with ctx.db.unit_of_work() as uow:
+            await workflows.publish_expired(uow)
+
+    await periodic.every("apikeys.expiry_sweep", EXPIRY_SWEEP_SECONDS, sweep, logger=log)

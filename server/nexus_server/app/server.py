@@ -18,7 +18,7 @@ from nexus_server.app.context import AppContext
 from nexus_server.app.handlers import service_handler
 from nexus_server.app.wiring import build_capabilities
 from nexus_server.auth.revocations import Revocations
-from nexus_server.common import pagination
+from nexus_server.common import pagination, periodic
 from nexus_server.common.clock import Clock, SystemClock
 from nexus_server.config import Settings
 from nexus_server.db.engine import create_async
@@ -92,6 +92,7 @@ async def create_server(
     clock = clock or SystemClock()
     # Page tokens are sealed under a key from the secret key, so replicas accept each other's.
     pagination.configure(settings.secret_key)
+    periodic.register(registry)
     db = Database(create_async(settings.database_url), clock)
     ctx = AppContext(settings, db, clock, registry, Revocations(db))
     servicers = build_capabilities(ctx)

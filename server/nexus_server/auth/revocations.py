@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, insert, select
 
+from nexus_server.common import periodic
 from nexus_server.common.ids import new_id
 from nexus_server.db.schema import revocations
 from nexus_server.db.uow import Database, UnitOfWork
@@ -118,12 +119,7 @@ class Revocations:
     async def run(self) -> None:
         """Poll forever (a background task of the server)."""
         await self.load()
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.poll_once()
-            except Exception:
-                log.warning("revocation poll failed; retrying", exc_info=True)
+        await periodic.every("auth.revocations", self.poll_interval, self.poll_once, logger=log)
 
     async def prune(self) -> int:
         """Delete rows whose revocations have lapsed; returns how many."""

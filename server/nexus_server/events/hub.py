@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from nexus_server.common import periodic
 from nexus_server.db.uow import Database, StoredEvent
 from nexus_server.events import store
 from nexus_server.events.filters import Filter
@@ -406,12 +407,7 @@ class Hub:
 
     async def poll_forever(self) -> None:
         """Catch what every wake-up missed (a lost NOTIFY, a replica that died mid-way)."""
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            try:
-                await self.poll_once()
-            except Exception:
-                log.exception("polling the event log heads failed")
+        await periodic.every("events.heads", self.poll_interval, self.poll_once, logger=log)
 
     async def close_all(self) -> None:
         for tailer in self.tailers.values():

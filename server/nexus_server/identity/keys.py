@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import insert, or_, select, update
 
+from nexus_server.common import periodic
 from nexus_server.common.errors import Unavailable
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.identity.sealing import Sealer
@@ -178,9 +179,4 @@ class KeyRing:
 
     async def run(self) -> None:
         """Reload forever, so rotations elsewhere are picked up (a background task)."""
-        while True:
-            await asyncio.sleep(self.reload_interval)
-            try:
-                await self.reload()
-            except Exception:
-                log.warning("signing key reload failed; retrying", exc_info=True)
+        await periodic.every("identity.signing_keys", self.reload_interval, self.reload, logger=log)

@@ -10,7 +10,6 @@ once, and delivers them over SMTP (aiosmtplib) or, with no NEXUS_SMTP_URL, write
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email
 import email.policy
 import logging
@@ -23,6 +22,7 @@ from urllib.parse import unquote, urlparse
 import aiosmtplib
 from sqlalchemy import insert, select, update
 
+from nexus_server.common import periodic
 from nexus_server.common.ids import random_base62
 from nexus_server.common.private_files import private_dir, write_private
 from nexus_server.db.uow import Database, UnitOfWork
@@ -157,11 +157,4 @@ class Mailer:
     async def run(self, interval: float = 1.0) -> None:
         """Send forever: woken by commits that queue mail, and polling for retries and for
         mail queued on other replicas."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
-            self._wake.clear()
-            try:
-                await self.send_due()
-            except Exception:
-                log.warning("mail sender failed; retrying", exc_info=True)
+        await periodic.every("identity.mail", interval, self.send_due, wake=self._wake, logger=log)

@@ -10,12 +10,12 @@ crash leaves it to be answered again and two replicas never answer one twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import delete, insert, select
 
+from nexus_server.common import periodic
 from nexus_server.common.ids import random_base62
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.identity.tables import reset_requests
@@ -64,11 +64,6 @@ class ResetRequests:
     async def run(self, answer: Answer, interval: float = 1.0) -> None:
         """Answer forever: woken by the commits that queue requests, and polling for those
         queued on other replicas or left by a crash."""
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
-            self._wake.clear()
-            try:
-                await self.answer_due(answer)
-            except Exception:
-                log.warning("answering password-reset requests failed; retrying", exc_info=True)
+        await periodic.every(
+            "identity.reset_requests", interval, lambda: self.answer_due(answer), wake=self._wake, logger=log
+        )

@@ -40,6 +40,7 @@ from typing import Any, Generic, TypeVar
 
 from nexus_server.auth.principal import Membership
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import periodic
 from nexus_server.db.uow import Database
 from nexus_server.tenants import access, store
 
@@ -326,9 +327,4 @@ class AccessCache:
 
     async def refresh_forever(self) -> None:
         """A background task of the server."""
-        while True:
-            await asyncio.sleep(self.user_refresh)
-            try:
-                await self.refresh_users()
-            except Exception:
-                log.warning("refreshing account statuses failed; retrying", exc_info=True)
+        await periodic.every("tenants.account_statuses", self.user_refresh, self.refresh_users, logger=log)
