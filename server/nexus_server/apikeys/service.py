@@ -1,28 +1,30 @@
-"""The ApiKeyService servicer: request -> domain -> workflow -> response, nothing else."""
+"""ApiKeyService: request -> domain -> workflow -> response, nothing else."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from nexus.apikey.v1 import api_key_pb2
 from nexus.apikey.v1 import apikey_service_pb2 as pb
+from nexus.apikey.v1.apikey_service_pb2_grpc import ApiKeyServiceServicer
 from nexus_server.apikeys import messages, rules, verification, workflows
 from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import TenantStatus
 from nexus_server.common.errors import FieldViolation, InvalidArgument
-from nexus_server.interceptors.call import Call, current_call
+from nexus_server.interceptors.call import Call, ServicerContext, current_call
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import LimitState
 
 
-class ApiKeyService:
+class ApiKeyServicer(ApiKeyServiceServicer):
     def __init__(self, ctx: AppContext, verifier: KeyVerifier, limiter: Limiter):
         self.ctx = ctx
         self.db = ctx.db
         self.verifier = verifier
         self.limiter = limiter
 
-    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Any) -> pb.CreateApiKeyResponse:
+    async def CreateApiKey(
+        self, request: pb.CreateApiKeyRequest, context: ServicerContext
+    ) -> pb.CreateApiKeyResponse:
         if not request.HasField("api_key"):
             raise InvalidArgument(FieldViolation("api_key", "is required"))
         call, key = current_call(), request.api_key
@@ -47,7 +49,9 @@ class ApiKeyService:
             )
         return pb.CreateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
 
-    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Any) -> pb.ListApiKeysResponse:
+    async def ListApiKeys(
+        self, request: pb.ListApiKeysRequest, context: ServicerContext
+    ) -> pb.ListApiKeysResponse:
         query = workflows.ListQuery(
             tenant_id=current_call().tenant_id,
             page_size=request.page_size,
@@ -63,12 +67,14 @@ class ApiKeyService:
             api_keys=[messages.api_key(r, now) for r in rows], next_page_token=token
         )
 
-    async def GetApiKey(self, request: pb.GetApiKeyRequest, context: Any) -> Any:
+    async def GetApiKey(self, request: pb.GetApiKeyRequest, context: ServicerContext) -> api_key_pb2.ApiKey:
         async with self.db.unit_of_work(readonly=True) as uow:
             row = await workflows.get_key(uow, current_call().tenant_id, request.id)
         return messages.api_key(row, self.db.clock.now())
 
-    async def UpdateApiKey(self, request: pb.UpdateApiKeyRequest, context: Any) -> Any:
+    async def UpdateApiKey(
+        self, request: pb.UpdateApiKeyRequest, context: ServicerContext
+    ) -> api_key_pb2.ApiKey:
         if not request.HasField("api_key"):
             raise InvalidArgument(FieldViolation("api_key", "is required"))
         call, change = current_call(), messages.key_update(request)
@@ -78,7 +84,9 @@ class ApiKeyService:
             )
         return messages.api_key(row, self.db.clock.now())
 
-    async def RotateApiKey(self, request: pb.RotateApiKeyRequest, context: Any) -> pb.RotateApiKeyResponse:
+    async def RotateApiKey(
+        self, request: pb.RotateApiKeyRequest, context: ServicerContext
+    ) -> pb.RotateApiKeyResponse:
         call = current_call()
         grace = messages.to_timedelta(request.grace_period, "grace_period", rules.MAX_GRACE)
         async with self.db.unit_of_work() as uow:
@@ -87,12 +95,16 @@ class ApiKeyService:
             )
         return pb.RotateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
 
-    async def RevokeApiKey(self, request: pb.RevokeApiKeyRequest, context: Any) -> Any:
+    async def RevokeApiKey(
+        self, request: pb.RevokeApiKeyRequest, context: ServicerContext
+    ) -> api_key_pb2.ApiKey:
         async with self.db.unit_of_work() as uow:
             row = await workflows.revoke_key(uow, self.ctx.revocations, current_call().tenant_id, request.id)
         return messages.api_key(row, self.db.clock.now())
 
-    async def VerifyApiKey(self, request: pb.VerifyApiKeyRequest, context: Any) -> pb.VerifyApiKeyResponse:
+    async def VerifyApiKey(
+        self, request: pb.VerifyApiKeyRequest, context: ServicerContext
+    ) -> pb.VerifyApiKeyResponse:
         call = current_call()
         answer = await verification.verify(
             self.verifier,

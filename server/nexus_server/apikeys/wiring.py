@@ -9,7 +9,7 @@ from typing import Any
 
 from nexus_server.apikeys import workflows
 from nexus_server.apikeys.last_used import LastUsed
-from nexus_server.apikeys.service import ApiKeyService
+from nexus_server.apikeys.service import ApiKeyServicer
 from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
 from nexus_server.ratelimit.layer import RateLimitLayer
@@ -44,7 +44,7 @@ def build(ctx: AppContext) -> object | None:
         plan_limit=lambda: _plan_limit(ctx),
     )
     ctx.layers.append(RateLimitLayer(limiter, policies))
-    return ApiKeyService(ctx, verifier, limiter)
+    return ApiKeyServicer(ctx, verifier, limiter)
 
 
 def _limiter(ctx: AppContext) -> Limiter:

@@ -5,28 +5,39 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
 
 from nexus.events.v1 import event_pb2, events_service_pb2
+from nexus.events.v1.events_service_pb2_grpc import EventsServiceServicer
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import Principal
 from nexus_server.common.errors import FieldViolation, InvalidArgument, NotFound
+from nexus_server.common.unimplemented import UNIMPLEMENTED
 from nexus_server.events import convert, listing, subscription, visibility, workflows
 from nexus_server.events.appender import Appender
 from nexus_server.events.filters import build_filter
 from nexus_server.events.hub import Entry, Hub
-from nexus_server.interceptors.call import Call, current_call
+from nexus_server.interceptors.call import Call, ServicerContext, current_call
 
 
-class EventsServicer:
+class EventsServicer(EventsServiceServicer):
     def __init__(self, ctx: AppContext, hub: Hub, appender: Appender):
         self.ctx = ctx
         self.db = ctx.db
         self.hub = hub
         self.appender = appender
 
+    # Webhooks come in a later issue; until then they answer UNIMPLEMENTED naming the RPC.
+    CreateWebhookEndpoint = UNIMPLEMENTED
+    GetWebhookEndpoint = UNIMPLEMENTED
+    ListWebhookEndpoints = UNIMPLEMENTED
+    UpdateWebhookEndpoint = UNIMPLEMENTED
+    DeleteWebhookEndpoint = UNIMPLEMENTED
+    RotateWebhookEndpointSecret = UNIMPLEMENTED
+    ListWebhookDeliveries = UNIMPLEMENTED
+    RedeliverEvents = UNIMPLEMENTED
+
     async def PublishEvent(
-        self, request: events_service_pb2.PublishEventRequest, context: Any
+        self, request: events_service_pb2.PublishEventRequest, context: ServicerContext
     ) -> event_pb2.Event:
         call = current_call()
         draft = convert.draft(request)
@@ -36,8 +47,10 @@ class EventsServicer:
         )
         return convert.event(stored)
 
-    async def Subscribe(
-        self, request: events_service_pb2.SubscribeRequest, context: Any
+    # The base says SubscribeResponse only; an event goes out as the bytes serialized once
+    # for every subscriber (hub.Entry, app/handlers.py's stream serializer).
+    async def Subscribe(  # type: ignore[override]
+        self, request: events_service_pb2.SubscribeRequest, context: ServicerContext
     ) -> AsyncIterator[events_service_pb2.SubscribeResponse | bytes]:
         call = current_call()
         violations: list[FieldViolation] = []
@@ -74,7 +87,7 @@ class EventsServicer:
                 yield convert.heartbeat(item)
 
     async def ListEvents(
-        self, request: events_service_pb2.ListEventsRequest, context: Any
+        self, request: events_service_pb2.ListEventsRequest, context: ServicerContext
     ) -> events_service_pb2.ListEventsResponse:
         call = current_call()
         query = convert.list_query(request)
@@ -89,7 +102,9 @@ class EventsServicer:
             events=[convert.event(e) for e in page.events], next_page_token=page.next_page_token
         )
 
-    async def GetEvent(self, request: events_service_pb2.GetEventRequest, context: Any) -> event_pb2.Event:
+    async def GetEvent(
+        self, request: events_service_pb2.GetEventRequest, context: ServicerContext
+    ) -> event_pb2.Event:
         call = current_call()
         async with self.db.unit_of_work(readonly=True) as uow:
             stored = await workflows.get_event(uow, tenant_id=call.tenant_id, event_id=request.id)

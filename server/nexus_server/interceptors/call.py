@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
+
+# What grpc.aio hands the chain and each servicer method for one call.
+ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Call:
     def __init__(
         self,
         method: MethodInfo,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: ServicerContext,
         metadata: dict[str, str],
         request_id: str = "",
         peer: str = "",

@@ -9,6 +9,7 @@ from google.protobuf import empty_pb2
 
 from nexus.tenant.v1 import member_pb2, role_pb2, tenant_pb2
 from nexus.tenant.v1 import tenant_service_pb2 as pb
+from nexus.tenant.v1.tenant_service_pb2_grpc import TenantServiceServicer
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import Principal
 from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
@@ -66,7 +67,7 @@ def _project_role(value: int, field: str, *, optional: bool) -> str | None:
     return convert.PROJECT_ROLE_NAME[value]
 
 
-class TenantService:
+class TenantServicer(TenantServiceServicer):
     def __init__(
         self, ctx: AppContext, catalog: tuple[Project, ...], post: invitations.Post, facts: AccessCache
     ):

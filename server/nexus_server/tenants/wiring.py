@@ -11,7 +11,7 @@ from nexus_server.tenants import grants, invitations
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.directory import CachedTenantDirectory
 from nexus_server.tenants.projects import DEFAULT_PROJECTS, parse_catalog
-from nexus_server.tenants.service import TenantService
+from nexus_server.tenants.service import TenantServicer
 
 
 def build(ctx: AppContext) -> object | None:
@@ -34,4 +34,4 @@ def build(ctx: AppContext) -> object | None:
     if identity is not None and getattr(identity, "project_grants", False) is None:
         # Identity's port for the access token's `projects` claim (identity/deps.py).
         identity.project_grants = grants.project_roles
-    return TenantService(ctx, catalog, invitations.Post(mail, public_url), cache)
+    return TenantServicer(ctx, catalog, invitations.Post(mail, public_url), cache)
