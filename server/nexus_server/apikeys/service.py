@@ -44,7 +44,7 @@ class ApiKeyServicer(ApiKeyServiceServicer):
                 environment=messages.ENVIRONMENT_NAMES.get(key.environment, ""),
                 rate_limit_per_minute=key.rate_limit_per_minute,
                 expire_time=expire,
-                created_by=call.principal.user_id,
+                created_by=call.require_principal().user_id,
                 grantor=_grantor(call),
             )
         return pb.CreateApiKeyResponse(api_key=messages.api_key(row, self.db.clock.now()), key=full_key)
@@ -143,5 +143,5 @@ def _own_key_limit(call: Call) -> LimitState | None:
         return None
     for state in decision.states:
         if state.limit.policy == "apikey":
-            return state  # type: ignore[no-any-return]
+            return state
     return None

@@ -43,7 +43,7 @@ class EventsServicer(EventsServiceServicer):
         draft = convert.draft(request)
         # Calls arriving while this tenant's last commit runs share the next one (appender.py).
         stored = await self.appender.publish(
-            tenant_id=call.tenant_id, publisher_key_id=call.principal.key_id, draft=draft
+            tenant_id=call.tenant_id, publisher_key_id=call.require_principal().key_id, draft=draft
         )
         return convert.event(stored)
 
@@ -57,7 +57,7 @@ class EventsServicer(EventsServiceServicer):
         flt = build_filter(request.types, request.sources, violations)
         if violations:
             raise InvalidArgument(violations)
-        view = visibility.View(await self._hidden(call.principal, call.tenant_id))
+        view = visibility.View(await self._hidden(call.require_principal(), call.tenant_id))
         flt = replace(flt, hidden=view.hidden)
         self._follow_view(call, view)
         max_batch = convert.max_batch(request)
@@ -96,7 +96,7 @@ class EventsServicer(EventsServiceServicer):
                 uow,
                 tenant_id=call.tenant_id,
                 query=query,
-                hidden=await self._hidden(call.principal, call.tenant_id),
+                hidden=await self._hidden(call.require_principal(), call.tenant_id),
             )
         return events_service_pb2.ListEventsResponse(
             events=[convert.event(e) for e in page.events], next_page_token=page.next_page_token
@@ -108,7 +108,7 @@ class EventsServicer(EventsServiceServicer):
         call = current_call()
         async with self.db.unit_of_work(readonly=True) as uow:
             stored = await workflows.get_event(uow, tenant_id=call.tenant_id, event_id=request.id)
-        hidden = await self._hidden(call.principal, call.tenant_id)
+        hidden = await self._hidden(call.require_principal(), call.tenant_id)
         if visibility.is_hidden(stored.type, stored.source, hidden):
             raise NotFound(f"no event {request.id} in this tenant")  # as if it were not there
         return convert.event(stored)

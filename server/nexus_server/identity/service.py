@@ -11,13 +11,13 @@ from nexus_server.common import addresses
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.identity import accounts, admin, convert, factors, introspection
 from nexus_server.identity.deps import Identity
-from nexus_server.interceptors.call import ServicerContext, current_call
+from nexus_server.interceptors.call import ServicerContext, current_call, current_principal
 
 _UPDATABLE = {"display_name"}
 
 
 def _me() -> tuple[str, str]:
-    principal = current_call().principal
+    principal = current_principal()
     return principal.user_id, principal.session_id
 
 
@@ -70,7 +70,7 @@ class IdentityServicer(IdentityServiceServicer):
             self.deps,
             request.token,
             request.token_type_hint,
-            reader_tenant_id=current_call().principal.tenant_id,
+            reader_tenant_id=current_principal().tenant_id,
         )
         if not result.active:
             return pb.IntrospectTokenResponse(active=False)
