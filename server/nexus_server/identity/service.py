@@ -8,12 +8,9 @@ from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import jwk_pb2, user_pb2
 from nexus.identity.v1.identity_service_pb2_grpc import IdentityServiceServicer
 from nexus_server.common import addresses
-from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.identity import accounts, admin, convert, factors, introspection
 from nexus_server.identity.deps import Identity
 from nexus_server.interceptors.call import ServicerContext, current_call, current_principal
-
-_UPDATABLE = {"display_name"}
 
 
 def _me() -> tuple[str, str]:
@@ -72,33 +69,7 @@ class IdentityServicer(IdentityServiceServicer):
             request.token_type_hint,
             reader_tenant_id=current_principal().tenant_id,
         )
-        if not result.active:
-            return pb.IntrospectTokenResponse(active=False)
-        c = result.claims
-        if not result.described:  # a key of another tenant: whether it is live, no more
-            return pb.IntrospectTokenResponse(
-                active=True,
-                token_type="Bearer",
-                exp=int(c["exp"]),  # type: ignore[call-overload]
-                iat=int(c["iat"]),  # type: ignore[call-overload]
-                aud=self.deps.tokens.audience,
-                iss=str(c["iss"]),
-            )
-        return pb.IntrospectTokenResponse(
-            active=True,
-            username=result.username,
-            token_type="Bearer",
-            exp=int(c["exp"]),  # type: ignore[call-overload]
-            iat=int(c["iat"]),  # type: ignore[call-overload]
-            sub=str(c["sub"]),
-            aud=self.deps.tokens.audience,
-            iss=str(c["iss"]),
-            jti=str(c["jti"]),
-            sid=str(c["sid"]),
-            tenant_id=str(c.get("tid", "")),
-            roles=[str(r) for r in c.get("roles", [])],  # type: ignore[attr-defined]
-            projects={str(k): str(v) for k, v in dict(c.get("projects", {})).items()},  # type: ignore[call-overload]
-        )
+        return convert.introspection(result, self.deps.tokens.audience)
 
     async def GetJwks(self, request: pb.GetJwksRequest, context: ServicerContext) -> jwk_pb2.JsonWebKeySet:
         return jwk_pb2.JsonWebKeySet(keys=[jwk_pb2.JsonWebKey(**k) for k in self.deps.keys.jwks()])
@@ -111,17 +82,7 @@ class IdentityServicer(IdentityServiceServicer):
     async def UpdateCurrentUser(
         self, request: pb.UpdateCurrentUserRequest, context: ServicerContext
     ) -> user_pb2.User:
-        paths = set(request.update_mask.paths)
-        unknown = sorted(p for p in paths if p not in _UPDATABLE)
-        if unknown:
-            raise InvalidArgument(
-                FieldViolation("update_mask", f"only display_name may be updated, not {', '.join(unknown)}"),
-                reason="UPDATE_MASK_INVALID",
-            )
-        if paths:
-            name: str | None = request.user.display_name
-        else:
-            name = request.user.display_name or None
+        name = convert.display_name_change(request)
         return convert.user(await accounts.update_profile(self.deps, _me()[0], display_name=name))
 
     async def ChangePassword(
@@ -144,9 +105,7 @@ class IdentityServicer(IdentityServiceServicer):
         rows, next_token = await accounts.list_sessions(
             self.deps, user_id=user_id, page_size=request.page_size, page_token=request.page_token
         )
-        return pb.ListSessionsResponse(
-            sessions=[convert.session(r, session_id) for r in rows], next_page_token=next_token
-        )
+        return convert.sessions_page(rows, next_token, session_id)
 
     async def RevokeSession(
         self, request: pb.RevokeSessionRequest, context: ServicerContext
@@ -194,18 +153,14 @@ class IdentityServicer(IdentityServiceServicer):
         return convert.user(await factors.disable(self.deps, user_id=_me()[0], code=request.code))
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: ServicerContext) -> pb.ListUsersResponse:
-        if request.status not in (0, *convert.STATUS_NAMES):
-            raise InvalidArgument(FieldViolation("status", "is not a known user status"))
         rows, next_token = await admin.list_users(
             self.deps,
             page_size=request.page_size,
             page_token=request.page_token,
             email=request.email,
-            status=convert.STATUS_NAMES.get(request.status, ""),
+            status=convert.status_filter(request.status),
         )
-        return pb.ListUsersResponse(
-            users=[convert.user(r, for_admin=True) for r in rows], next_page_token=next_token
-        )
+        return convert.users_page(rows, next_token)
 
     async def GetUser(self, request: pb.GetUserRequest, context: ServicerContext) -> user_pb2.User:
         return convert.user(await admin.get_user(self.deps, request.id), for_admin=True)
