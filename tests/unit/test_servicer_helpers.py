@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from nexus_server.apikeys import rules, verification
+from nexus_server.apikeys import answers, rules
 from nexus_server.auth.principal import Principal, PrincipalKind
 from nexus_server.db.uow import StoredEvent
 from nexus_server.events import subscription, visibility
@@ -26,10 +26,10 @@ def test_only_a_calling_keys_own_charge_is_its_own() -> None:
     own = LimitState(Limit("apikey", "apikey:eco_api_1", 60), 59, 1.0, True)
     tenant = LimitState(Limit("tenant", "tenant:ten_1", 600), 599, 1.0, True)
     decision = Decision(True, (tenant, own), 0.0)
-    assert verification.own_charge(decision, KEY) == own
-    assert verification.own_charge(decision, PERSON) is None
-    assert verification.own_charge(None, KEY) is None
-    assert verification.own_charge(Decision(True, (tenant,), 0.0), KEY) is None
+    assert answers.own_charge(decision, KEY) == own
+    assert answers.own_charge(decision, PERSON) is None
+    assert answers.own_charge(None, KEY) is None
+    assert answers.own_charge(Decision(True, (tenant,), 0.0), KEY) is None
 
 
 def _entry(type: str, source: str = visibility.NEXUS_SOURCE) -> Entry:

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from nexus.apikey.v1 import api_key_pb2, apikey_service_pb2
-from nexus_server.apikeys import rules, verification
+from nexus_server.apikeys import answers, rules
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.apikeys.workflows import UPDATABLE, KeyUpdate, ListQuery
 from nexus_server.common.errors import FieldViolation, InvalidArgument
@@ -28,14 +28,14 @@ STATE_NAMES: dict[int, str] = {
 }
 _STATE_ENUM = {name: ApiKey.State.ValueType(number) for number, name in STATE_NAMES.items()}
 _REASONS = {
-    verification.VALID: Reason.REASON_VALID,
+    answers.VALID: Reason.REASON_VALID,
     "malformed": Reason.REASON_MALFORMED,
     "not_found": Reason.REASON_NOT_FOUND,
     rules.REVOKED: Reason.REASON_REVOKED,
     rules.EXPIRED: Reason.REASON_EXPIRED,
-    verification.TENANT_SUSPENDED: Reason.REASON_TENANT_SUSPENDED,
-    verification.INSUFFICIENT_SCOPE: Reason.REASON_INSUFFICIENT_SCOPE,
-    verification.RATE_LIMITED: Reason.REASON_RATE_LIMITED,
+    answers.TENANT_SUSPENDED: Reason.REASON_TENANT_SUSPENDED,
+    answers.INSUFFICIENT_SCOPE: Reason.REASON_INSUFFICIENT_SCOPE,
+    answers.RATE_LIMITED: Reason.REASON_RATE_LIMITED,
 }
 # google.protobuf.Timestamp's valid range (0001-01-01 to 9999-12-31).
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
@@ -195,7 +195,7 @@ def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
 
 
 class VerifyArgs(TypedDict):
-    """verification.verify's arguments that a VerifyApiKeyRequest gives."""
+    """answers.verify's arguments that a VerifyApiKeyRequest gives."""
 
     key: str
     required_scopes: list[str]
@@ -210,17 +210,17 @@ def verify_args(request: apikey_service_pb2.VerifyApiKeyRequest) -> VerifyArgs:
     )
 
 
-def verify_response(answer: verification.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
+def verify_response(answer: answers.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
     row = answer.row
     key_part = _key_fields(row) if row is not None else b""
     response = apikey_service_pb2.VerifyApiKeyResponse.FromString(key_part)
-    response.valid = answer.reason == verification.VALID
+    response.valid = answer.reason == answers.VALID
     response.reason = _REASONS[answer.reason]
     if row is None:
         return response
     if answer.missing_scopes:
         response.missing_scopes.extend(answer.missing_scopes)
-    if answer.rate is not None and answer.reason in (verification.VALID, verification.RATE_LIMITED):
+    if answer.rate is not None and answer.reason in (answers.VALID, answers.RATE_LIMITED):
         rate = response.rate_limit
         rate.limit = answer.rate.limit
         rate.remaining = answer.rate.remaining

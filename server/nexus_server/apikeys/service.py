@@ -5,7 +5,7 @@ from __future__ import annotations
 from nexus.apikey.v1 import api_key_pb2
 from nexus.apikey.v1 import apikey_service_pb2 as pb
 from nexus.apikey.v1.apikey_service_pb2_grpc import ApiKeyServiceServicer
-from nexus_server.apikeys import messages, rules, verification, workflows
+from nexus_server.apikeys import answers, messages, rules, workflows
 from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import TenantStatus
@@ -82,12 +82,12 @@ class ApiKeyServicer(ApiKeyServiceServicer):
         self, request: pb.VerifyApiKeyRequest, context: ServicerContext
     ) -> pb.VerifyApiKeyResponse:
         call = current_call()
-        answer = await verification.verify(
+        answer = await answers.verify(
             self.verifier,
             self.limiter,
             self._suspended,
             caller_tenant=call.tenant_id,
-            charged=verification.own_charge(call.rate_limits, call.principal),
+            charged=answers.own_charge(call.rate_limits, call.principal),
             **messages.verify_args(request),
         )
         return messages.verify_response(answer)

@@ -1,4 +1,7 @@
-"""VerifyApiKey's rules: an Unkey-style answer for a key a service was given.
+"""VerifyApiKey's answers: what a service is told about a key it was given, Unkey-style.
+verifier.py checks the key itself (its text, cached record and secret) for every
+authenticated call; this turns that check, the tenant's status, scopes and rate limit into
+the answer.
 
 An invalid key is an answer, never an error; a key of another tenant is answered exactly
 like a missing one. Reasons are checked in the contract's order (malformed, not found,
