@@ -120,7 +120,7 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     # The loop: Nexus's own setting (NEXUS_EVENT_LOOP's default unless the spec overrides
     # event_loop); the bare floors run the standard loop unless their spec asks for uvloop.
-    from nexus_server.cli import run_loop
+    from nexus_server.cli.server import run_loop
     from nexus_server.config import Settings
 
     default = Settings.event_loop if args.kind == "nexus" else "asyncio"

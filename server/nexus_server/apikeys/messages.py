@@ -4,14 +4,14 @@ beyond the shape of the messages themselves)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from nexus.apikey.v1 import api_key_pb2, apikey_service_pb2
-from nexus_server.apikeys import rules, verification
+from nexus_server.apikeys import answers, rules
 from nexus_server.apikeys.store import ApiKeyRow
-from nexus_server.apikeys.workflows import UPDATABLE, KeyUpdate
+from nexus_server.apikeys.workflows import UPDATABLE, KeyUpdate, ListQuery
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.memo import Memo
@@ -28,14 +28,14 @@ STATE_NAMES: dict[int, str] = {
 }
 _STATE_ENUM = {name: ApiKey.State.ValueType(number) for number, name in STATE_NAMES.items()}
 _REASONS = {
-    verification.VALID: Reason.REASON_VALID,
+    answers.VALID: Reason.REASON_VALID,
     "malformed": Reason.REASON_MALFORMED,
     "not_found": Reason.REASON_NOT_FOUND,
     rules.REVOKED: Reason.REASON_REVOKED,
     rules.EXPIRED: Reason.REASON_EXPIRED,
-    verification.TENANT_SUSPENDED: Reason.REASON_TENANT_SUSPENDED,
-    verification.INSUFFICIENT_SCOPE: Reason.REASON_INSUFFICIENT_SCOPE,
-    verification.RATE_LIMITED: Reason.REASON_RATE_LIMITED,
+    answers.TENANT_SUSPENDED: Reason.REASON_TENANT_SUSPENDED,
+    answers.INSUFFICIENT_SCOPE: Reason.REASON_INSUFFICIENT_SCOPE,
+    answers.RATE_LIMITED: Reason.REASON_RATE_LIMITED,
 }
 # google.protobuf.Timestamp's valid range (0001-01-01 to 9999-12-31).
 _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
@@ -91,6 +91,59 @@ def state_of(number: int) -> str | None:
     return STATE_NAMES[number]
 
 
+class NewKey(TypedDict):
+    """workflows.issue_key's arguments that a CreateApiKeyRequest gives."""
+
+    name: str
+    scopes: list[str]
+    environment: str
+    rate_limit_per_minute: int
+    expire_time: datetime | None
+
+
+def new_key(request: apikey_service_pb2.CreateApiKeyRequest) -> NewKey:
+    if not request.HasField("api_key"):
+        raise InvalidArgument(FieldViolation("api_key", "is required"))
+    key = request.api_key
+    expire = to_datetime(key.expire_time, "api_key.expire_time") if key.HasField("expire_time") else None
+    return NewKey(
+        name=key.name,
+        scopes=list(key.scopes),
+        # An unknown or unset environment becomes "", which issue_key refuses along with any
+        # other bad field.
+        environment=ENVIRONMENT_NAMES.get(key.environment, ""),
+        rate_limit_per_minute=key.rate_limit_per_minute,
+        expire_time=expire,
+    )
+
+
+def list_query(request: apikey_service_pb2.ListApiKeysRequest, tenant_id: str) -> ListQuery:
+    return ListQuery(
+        tenant_id=tenant_id,
+        page_size=request.page_size,
+        page_token=request.page_token,
+        environment=environment_of(request.environment, "environment", allow_unspecified=True),
+        state=state_of(request.state),
+        show_revoked=request.show_revoked,
+    )
+
+
+def keys_page(
+    rows: list[ApiKeyRow], next_token: str, now: datetime
+) -> apikey_service_pb2.ListApiKeysResponse:
+    return apikey_service_pb2.ListApiKeysResponse(
+        api_keys=[api_key(r, now) for r in rows], next_page_token=next_token
+    )
+
+
+def created(row: ApiKeyRow, full_key: str, now: datetime) -> apikey_service_pb2.CreateApiKeyResponse:
+    return apikey_service_pb2.CreateApiKeyResponse(api_key=api_key(row, now), key=full_key)
+
+
+def rotated(row: ApiKeyRow, full_key: str, now: datetime) -> apikey_service_pb2.RotateApiKeyResponse:
+    return apikey_service_pb2.RotateApiKeyResponse(api_key=api_key(row, now), key=full_key)
+
+
 def api_key(row: ApiKeyRow, now: datetime) -> api_key_pb2.ApiKey:
     message = ApiKey(
         id=row.id,
@@ -116,6 +169,8 @@ def api_key(row: ApiKeyRow, now: datetime) -> api_key_pb2.ApiKey:
 
 def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
     """The change an UpdateApiKey asks for, from its mask (empty: every non-default field)."""
+    if not request.HasField("api_key"):
+        raise InvalidArgument(FieldViolation("api_key", "is required"))
     key = request.api_key
     given = {
         "name": bool(key.name),
@@ -139,17 +194,33 @@ def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
     return KeyUpdate(**values)
 
 
-def verify_response(answer: verification.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
+class VerifyArgs(TypedDict):
+    """answers.verify's arguments that a VerifyApiKeyRequest gives."""
+
+    key: str
+    required_scopes: list[str]
+    cost: int
+
+
+def verify_args(request: apikey_service_pb2.VerifyApiKeyRequest) -> VerifyArgs:
+    return VerifyArgs(
+        key=request.key,
+        required_scopes=list(request.required_scopes) if request.required_scopes else [],
+        cost=request.rate_limit_cost if request.HasField("rate_limit_cost") else 1,
+    )
+
+
+def verify_response(answer: answers.Answer) -> apikey_service_pb2.VerifyApiKeyResponse:
     row = answer.row
     key_part = _key_fields(row) if row is not None else b""
     response = apikey_service_pb2.VerifyApiKeyResponse.FromString(key_part)
-    response.valid = answer.reason == verification.VALID
+    response.valid = answer.reason == answers.VALID
     response.reason = _REASONS[answer.reason]
     if row is None:
         return response
     if answer.missing_scopes:
         response.missing_scopes.extend(answer.missing_scopes)
-    if answer.rate is not None and answer.reason in (verification.VALID, verification.RATE_LIMITED):
+    if answer.rate is not None and answer.reason in (answers.VALID, answers.RATE_LIMITED):
         rate = response.rate_limit
         rate.limit = answer.rate.limit
         rate.remaining = answer.rate.remaining

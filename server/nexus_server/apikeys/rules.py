@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from nexus_server.apikeys.store import ApiKeyRow
+from nexus_server.auth.principal import Principal
 from nexus_server.common.errors import FieldViolation, PermissionDenied
 from nexus_server.common.text import HIDDEN_WHY, has_control
 
@@ -43,6 +44,14 @@ ACTIVE, EXPIRED, REVOKED = "active", "expired", "revoked"
 # person, whom the caller table has already required to be a tenant admin or owner.
 Grantor = frozenset[str] | None
 ANY_SCOPE: Grantor = None
+
+
+def grantor_of(principal: Principal | None) -> Grantor:
+    """What a caller may give a key: a person passed the caller table as a tenant admin and
+    may give any scope; an API key only the scopes it holds."""
+    if principal is not None and principal.is_user:
+        return ANY_SCOPE
+    return principal.scopes if principal is not None else frozenset()
 
 
 def clean_name(name: str, field: str, out: list[FieldViolation]) -> str:

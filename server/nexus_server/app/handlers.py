@@ -1,7 +1,7 @@
 """gRPC handlers built from the descriptor, so a servicer implements only what exists.
 
-A method the servicer does not define answers UNIMPLEMENTED naming the RPC: honest while
-a capability is being built, and no hand-written stubs to forget to remove.
+A method the servicer does not define, or marks UNIMPLEMENTED (common/unimplemented.py),
+answers UNIMPLEMENTED naming the RPC: honest while a capability is being built.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from google.protobuf import descriptor, message_factory
 from google.protobuf.message import DecodeError
 
 from nexus_server.common.errors import Unimplemented
+from nexus_server.common.unimplemented import is_unimplemented
 from nexus_server.interceptors.call import Undecodable
 
 
@@ -58,7 +59,9 @@ def service_handler(service: descriptor.ServiceDescriptor, servicer: object | No
     for method in service.methods:
         request_cls = message_factory.GetMessageClass(method.input_type)
         response_cls = message_factory.GetMessageClass(method.output_type)
-        behavior = getattr(servicer, method.name, None) or _unimplemented(method)
+        behavior = getattr(servicer, method.name, None)
+        if behavior is None or is_unimplemented(behavior):
+            behavior = _unimplemented(method)
         kwargs = {
             "request_deserializer": _parser(request_cls),
             "response_serializer": (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -12,9 +12,17 @@ from nexus.events.v1 import event_pb2, events_service_pb2
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.db.uow import StoredEvent
 from nexus_server.events.envelope import Draft
+from nexus_server.events.filters import Filter, build_filter
 from nexus_server.events.hub import Entry
-from nexus_server.events.listing import ListQuery
-from nexus_server.events.subscription import MAX_BATCH, MAX_BATCH_DELAY, Heartbeat, Start
+from nexus_server.events.listing import ListQuery, Page
+from nexus_server.events.subscription import (
+    MAX_BATCH,
+    MAX_BATCH_DELAY,
+    Batch,
+    Heartbeat,
+    Start,
+    heartbeat_seconds,
+)
 
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
 _MIN_SECONDS = -62_135_596_800
@@ -170,4 +178,49 @@ def list_query(request: events_service_pb2.ListEventsRequest) -> ListQuery:
         order_by=request.order_by,
         page_size=request.page_size,
         page_token=request.page_token,
+    )
+
+
+class StreamOptions(TypedDict):
+    """subscription.subscribe's arguments that a SubscribeRequest chooses."""
+
+    start: Start
+    heartbeat: float
+    max_batch: int
+    max_batch_delay: float
+
+
+def subscription(request: events_service_pb2.SubscribeRequest) -> tuple[Filter, StreamOptions]:
+    """The filter and stream options a Subscribe asks for; the filter's problems are
+    reported together, before any other field's."""
+    violations: list[FieldViolation] = []
+    flt = build_filter(request.types, request.sources, violations)
+    if violations:
+        raise InvalidArgument(violations)
+    return flt, StreamOptions(
+        max_batch=max_batch(request),
+        max_batch_delay=max_batch_delay(request),
+        start=start(request),
+        heartbeat=heartbeat_seconds(heartbeat_request(request)),
+    )
+
+
+def stream_message(
+    item: Entry | Batch | Heartbeat | None,
+) -> events_service_pb2.SubscribeResponse | bytes | None:
+    """What a stream sends for an item: an event's bytes, serialized once for every
+    subscriber (hub.Entry), a batch built from those bytes, or a heartbeat."""
+    if item is None:
+        return None
+    if isinstance(item, Entry):
+        message: bytes = item.message  # subscribe_event's bytes (the hub's renderer)
+        return message
+    if isinstance(item, Batch):
+        return batch_message(item.entries)
+    return heartbeat(item)
+
+
+def list_response(page: Page) -> events_service_pb2.ListEventsResponse:
+    return events_service_pb2.ListEventsResponse(
+        events=[event(e) for e in page.events], next_page_token=page.next_page_token
     )

@@ -21,6 +21,7 @@ from nexus_server.common.errors import OutOfRange
 from nexus_server.events import store
 from nexus_server.events.filters import Filter
 from nexus_server.events.hub import Entry, Hub, Subscriber, Tailer
+from nexus_server.events.visibility import View
 
 DEFAULT_HEARTBEAT = 5.0
 MIN_HEARTBEAT = 1.0
@@ -199,3 +200,14 @@ async def _read_log(hub: Hub, tailer: Tailer, subscriber: Subscriber) -> None:
     for row in rows:
         subscriber.push(Entry(row, hub.render))
     subscriber.through = rows[-1].sequence if len(rows) == batch else upto
+
+
+def visible(item: Entry | Batch | Heartbeat, view: View) -> Entry | Batch | Heartbeat | None:
+    """What of `item` the stream's view lets through: the item, a Batch without the events
+    it hides (None if it hides them all), or None for a hidden event."""
+    if isinstance(item, Entry):
+        return None if view.hides(item.event.type, item.event.source) else item
+    if isinstance(item, Batch):
+        entries = [e for e in item.entries if not view.hides(e.event.type, e.event.source)]
+        return Batch(entries) if entries else None
+    return item

@@ -13,8 +13,12 @@ seen by every reader of the log.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+from nexus_server.auth.ports import TenantDirectory
 from nexus_server.auth.principal import Principal
 
 NEXUS_SOURCE = "nexus"
@@ -54,6 +58,17 @@ def hidden_for(principal: Principal, permissions: frozenset[str]) -> tuple[str, 
     return tuple(sorted(hidden))
 
 
+async def hidden_from(
+    directory: TenantDirectory | None, principal: Principal, tenant_id: str
+) -> tuple[str, ...]:
+    """What of Nexus's own events `principal` may not read in `tenant_id`: hidden_for with
+    the person's permissions there, as the tenant directory knows them."""
+    membership = None
+    if principal.is_user and not principal.platform_admin and directory is not None:
+        membership = await directory.membership(principal.user_id, tenant_id)
+    return hidden_for(principal, membership.permissions if membership else frozenset())
+
+
 def is_hidden(type: str, source: str, hidden: tuple[str, ...]) -> bool:
     """Whether an event of `type` from `source` is among what `hidden` leaves out."""
     return bool(hidden) and source == NEXUS_SOURCE and type.startswith(hidden)
@@ -75,3 +90,35 @@ class View:
 
     def hides(self, type: str, source: str) -> bool:
         return self.narrowed and is_hidden(type, source, self.hidden)
+
+
+class Readmissions(Protocol):
+    """An open stream's re-admissions (interceptors/streams.py's Watch): each time a
+    membership or role change has the stream's credential checked again."""
+
+    def on_admitted(self, listener: Callable[[Principal], None]) -> None: ...
+
+
+async def open_view(
+    directory: TenantDirectory | None,
+    principal: Principal,
+    tenant_id: str,
+    readmissions: Readmissions | None,
+) -> View:
+    """The view of a stream opened by `principal`, narrowed whenever a re-admission finds
+    its reader holding less."""
+    view = View(await hidden_from(directory, principal, tenant_id))
+    if readmissions is None:
+        return view
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def refresh(again: Principal) -> None:
+        view.update(await hidden_from(directory, again, tenant_id))
+
+    def readmitted(again: Principal) -> None:
+        task = asyncio.create_task(refresh(again))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    readmissions.on_admitted(readmitted)
+    return view

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nexus_server.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from nexus_server.common.ids import is_id
 from nexus_server.db.uow import StoredEvent, UnitOfWork
-from nexus_server.events import envelope, store
+from nexus_server.events import envelope, store, visibility
 from nexus_server.events.envelope import Draft
 
 
@@ -54,10 +54,14 @@ async def publish(uow: UnitOfWork, *, tenant_id: str, publisher_key_id: str, dra
     return existing
 
 
-async def get_event(uow: UnitOfWork, *, tenant_id: str, event_id: str) -> StoredEvent:
+async def get_event(
+    uow: UnitOfWork, *, tenant_id: str, event_id: str, hidden: tuple[str, ...] = ()
+) -> StoredEvent:
+    """The event, unless it is not there or is among what the reader's `hidden` leaves out
+    (visibility.py), which look alike."""
     if not is_id(event_id, "evt"):
         raise InvalidArgument(FieldViolation("id", "must be an event id (`evt_…`)"))
     event = await store.by_id(uow.session, tenant_id, event_id)
-    if event is None:
+    if event is None or visibility.is_hidden(event.type, event.source, hidden):
         raise NotFound(f"no event {event_id} in this tenant")
     return event

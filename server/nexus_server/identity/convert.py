@@ -1,4 +1,5 @@
-"""Domain rows to proto messages (and the client facts the transport carries)."""
+"""IdentityService messages <-> domain values: rows to messages, request fields to the
+values the workflows take (and the client facts the transport carries)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from google.protobuf import timestamp_pb2
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import session_pb2, user_pb2
 from nexus_server.common.addresses import Network, client_address
+from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.identity.deps import Client
+from nexus_server.identity.introspection import Introspection
 from nexus_server.identity.sessions import TokenPair
 from nexus_server.identity.store import SessionRow, UserRow
 from nexus_server.interceptors.call import Call
 
 _STATUS = {"active": user_pb2.USER_STATUS_ACTIVE, "disabled": user_pb2.USER_STATUS_DISABLED}
 STATUS_NAMES = {user_pb2.USER_STATUS_ACTIVE: "active", user_pb2.USER_STATUS_DISABLED: "disabled"}
+_UPDATABLE = {"display_name"}
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -79,3 +83,67 @@ def client(call: Call, trusted: tuple[Network, ...]) -> Client:
 
 def register_response(row: UserRow, pair: TokenPair) -> pb.RegisterResponse:
     return pb.RegisterResponse(user=user(row), **pair_fields(pair))  # type: ignore[arg-type]
+
+
+def users_page(rows: list[UserRow], next_token: str) -> pb.ListUsersResponse:
+    return pb.ListUsersResponse(users=[user(r, for_admin=True) for r in rows], next_page_token=next_token)
+
+
+def sessions_page(rows: list[SessionRow], next_token: str, current_id: str) -> pb.ListSessionsResponse:
+    return pb.ListSessionsResponse(
+        sessions=[session(r, current_id) for r in rows], next_page_token=next_token
+    )
+
+
+def status_filter(number: user_pb2.UserStatus.ValueType) -> str:
+    """ListUsers' `status` as the store names it; "" for any."""
+    if number not in (0, *STATUS_NAMES):
+        raise InvalidArgument(FieldViolation("status", "is not a known user status"))
+    return STATUS_NAMES.get(number, "")
+
+
+def display_name_change(request: pb.UpdateCurrentUserRequest) -> str | None:
+    """The display name an UpdateCurrentUser sets (None: unchanged). With no mask, an empty
+    name means "leave it"; with `display_name` in the mask, it clears the name."""
+    paths = set(request.update_mask.paths)
+    unknown = sorted(p for p in paths if p not in _UPDATABLE)
+    if unknown:
+        raise InvalidArgument(
+            FieldViolation("update_mask", f"only display_name may be updated, not {', '.join(unknown)}"),
+            reason="UPDATE_MASK_INVALID",
+        )
+    if paths:
+        return request.user.display_name
+    return request.user.display_name or None
+
+
+def introspection(result: Introspection, audience: str) -> pb.IntrospectTokenResponse:
+    """RFC 7662's answer: inactive, bare (a key of another tenant: whether the token is
+    live, no more), or described."""
+    if not result.active:
+        return pb.IntrospectTokenResponse(active=False)
+    c = result.claims
+    if not result.described:
+        return pb.IntrospectTokenResponse(
+            active=True,
+            token_type="Bearer",
+            exp=int(c["exp"]),  # type: ignore[call-overload]
+            iat=int(c["iat"]),  # type: ignore[call-overload]
+            aud=audience,
+            iss=str(c["iss"]),
+        )
+    return pb.IntrospectTokenResponse(
+        active=True,
+        username=result.username,
+        token_type="Bearer",
+        exp=int(c["exp"]),  # type: ignore[call-overload]
+        iat=int(c["iat"]),  # type: ignore[call-overload]
+        sub=str(c["sub"]),
+        aud=audience,
+        iss=str(c["iss"]),
+        jti=str(c["jti"]),
+        sid=str(c["sid"]),
+        tenant_id=str(c.get("tid", "")),
+        roles=[str(r) for r in c.get("roles", [])],  # type: ignore[attr-defined]
+        projects={str(k): str(v) for k, v in dict(c.get("projects", {})).items()},  # type: ignore[call-overload]
+    )

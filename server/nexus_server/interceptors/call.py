@@ -5,9 +5,19 @@ from __future__ import annotations
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
+
+from nexus_server.auth.principal import Principal, TenantStatus
+from nexus_server.common.errors import Unauthenticated
+from nexus_server.ratelimit.limits import Decision
+
+if TYPE_CHECKING:
+    from nexus_server.interceptors.streams import Watch  # which imports this module
+
+# What grpc.aio hands the chain and each servicer method for one call.
+ServicerContext: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class Call:
     def __init__(
         self,
         method: MethodInfo,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: ServicerContext,
         metadata: dict[str, str],
         request_id: str = "",
         peer: str = "",
@@ -72,13 +82,13 @@ class Call:
         self.code: grpc.StatusCode = grpc.StatusCode.OK
         self.error_reason = ""
         # Filled by authentication (issue 4/5): who is calling and for which tenant.
-        self.principal: Any = None
+        self.principal: Principal | None = None
         self.tenant_id = ""
-        # The tenant's status as authentication found it for this call (TenantStatus), when
+        # The tenant's status as authentication found it for this call, when
         # it looked it up: later checks in the same call need not ask the directory again.
-        self.tenant_status: Any = None
-        # What the rate-limit layer charged for this call (ratelimit.limits.Decision).
-        self.rate_limits: Any = None
+        self.tenant_status: TenantStatus | None = None
+        # What the rate-limit layer charged for this call.
+        self.rate_limits: Decision | None = None
         # Header-like metadata (rate-limit fields): initial metadata for streams and for
         # requests transcoded from HTTP/JSON by Envoy, trailers for other unary calls.
         self.response_metadata: list[tuple[str, str]] = []
@@ -86,10 +96,19 @@ class Call:
         self.trailing_metadata: list[tuple[str, str]] = []
         # An open stream's watch (interceptors/streams.py): its `error` is set when the
         # stream's credential stops holding and the stream must end.
-        self.watch: Any = None
+        self.watch: Watch | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def require_principal(self) -> Principal:
+        """The caller, for the RPCs that have one. The authentication layer admits no
+        non-public RPC without one; if a call reached here without, it is refused (closed)
+        rather than served as nobody."""
+        principal = self.principal
+        if principal is None:
+            raise Unauthenticated("this RPC needs credentials", reason="CREDENTIALS_MISSING")
+        return principal
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,11 @@ def current_call() -> Call:
     """The call being served (each RPC runs in its own task, so this is per call).
     Servicers read `principal` and `tenant_id` from it."""
     return _current.get()
+
+
+def current_principal() -> Principal:
+    """The caller of the call being served, for servicers of RPCs that require one."""
+    return _current.get().require_principal()
 
 
 def set_current_call(call: Call) -> None:

@@ -229,5 +229,4 @@ class StreamGuard:
                 f"this stream's credentials no longer select tenant {call.tenant_id}",
                 reason="TENANT_ACCESS_DENIED",
             )
-        principal: Principal = again.principal
-        return principal
+        return again.require_principal()

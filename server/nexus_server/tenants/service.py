@@ -38,8 +38,7 @@ _EMPTY = empty_pb2.Empty()
 
 
 def _principal() -> Principal:
-    principal: Principal = current_call().principal
-    return principal
+    return current_call().require_principal()
 
 
 def _actor() -> Actor:

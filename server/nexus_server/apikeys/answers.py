@@ -1,4 +1,7 @@
-"""VerifyApiKey's rules: an Unkey-style answer for a key a service was given.
+"""VerifyApiKey's answers: what a service is told about a key it was given, Unkey-style.
+verifier.py checks the key itself (its text, cached record and secret) for every
+authenticated call; this turns that check, the tenant's status, scopes and rate limit into
+the answer.
 
 An invalid key is an answer, never an error; a key of another tenant is answered exactly
 like a missing one. Reasons are checked in the contract's order (malformed, not found,
@@ -15,6 +18,7 @@ from typing import NamedTuple
 from nexus_server.apikeys import rules
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.apikeys.verifier import MALFORMED, NOT_FOUND, KeyVerifier
+from nexus_server.auth.principal import Principal
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import BackendUnavailable, Decision, Limit, LimitState
@@ -48,6 +52,17 @@ class Answer(NamedTuple):
     @property
     def valid(self) -> bool:
         return self.reason == VALID
+
+
+def own_charge(decision: Decision | None, caller: Principal | None) -> LimitState | None:
+    """The calling key's own limit as the rate-limit layer charged it for this call
+    (`decision`), for `verify`'s `charged`; None for a person or a call not charged."""
+    if decision is None or caller is None or not caller.key_id:
+        return None
+    for state in decision.states:
+        if state.limit.policy == "apikey":
+            return state
+    return None
 
 
 def validate(key: str, required_scopes: list[str], cost: int) -> None:

@@ -1,6 +1,6 @@
 """`nexus dev` (`make run`): the Nexus server in-process and a real Envoy in front of it.
 
-The caller (cli.cmd_dev) has migrated the database. Ctrl-C or SIGTERM stops both: Envoy is
+The caller (server.cmd_dev) has migrated the database. Ctrl-C or SIGTERM stops both: Envoy is
 terminated, then the server stops gracefully. If Envoy dies on its own, the server is stopped
 too and the command exits non-zero with Envoy's last stderr lines.
 """
@@ -215,6 +215,6 @@ def _envoy_failed(envoy: EnvoyProcess, what: str) -> int:
 
 def run_dev(settings: Settings) -> int:
     """Run the server and Envoy until Ctrl-C/SIGTERM (0) or until Envoy dies (1)."""
-    from nexus_server.cli import run_loop
+    from nexus_server.cli.server import run_loop
 
     return run_loop(settings, _serve(settings))

@@ -1,4 +1,4 @@
-"""The identity parts of the `nexus` command: `admin create` and `keys rotate`."""
+"""`nexus admin create` and `nexus keys rotate`: the identity commands for operators."""
 
 from __future__ import annotations
 

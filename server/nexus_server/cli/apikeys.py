@@ -1,6 +1,6 @@
-"""The API-key part of the `nexus` command: `apikey issue`, for operators bootstrapping a
-sub-project's key without a person's token. The full key goes to stdout, once; the record
-goes to stderr, so `KEY=$(nexus apikey issue …)` captures only the key."""
+"""`nexus apikey issue`, for operators bootstrapping a sub-project's key without a person's
+token. The full key goes to stdout, once; the record goes to stderr, so
+`KEY=$(nexus apikey issue …)` captures only the key."""
 
 from __future__ import annotations
 

@@ -19,12 +19,26 @@ import grpc
 from google.protobuf import duration_pb2, json_format
 
 from nexus.events.v1 import events_service_pb2 as pb
+from nexus_server.config import Settings
 
 _SUBSCRIBE = "/nexus.events.v1.EventsService/Subscribe"
 _RETRY_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    events = sub.add_parser("events", help="the event log").add_subparsers(
+        dest="events_command", required=True
+    )
+    events_tail = events.add_parser("tail", help="follow a tenant's events as JSON lines, resumably")
+    _add_tail_arguments(events_tail)
+    events_tail.set_defaults(fn=cmd_events_tail)
+
+
+def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    return run(args, args.address or f"{settings.host}:{settings.port}")
+
+
+def _add_tail_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="server host:port (default: NEXUS_HOST:NEXUS_PORT)")
     parser.add_argument(
         "--key", default=os.environ.get("NEXUS_API_KEY", ""), help="API key (or NEXUS_API_KEY)"

@@ -1,28 +1,28 @@
-"""The `nexus` command: serve, migrate, dev (server + Envoy)."""
+"""`nexus serve`, `nexus migrate` and `nexus dev` (the server with Envoy in front: dev.py),
+and the event loop they run on."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from nexus_server import logs
-from nexus_server.config import ConfigError, Settings, check_secret_key, load_settings
+from nexus_server.config import ConfigError, Settings, check_secret_key
 
 log = logging.getLogger("nexus")
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as error:
-        sys.exit(f"nexus: configuration error: {error}")
+def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    sub.add_parser("serve", help="run the gRPC server (NEXUS_* settings)").set_defaults(fn=cmd_serve)
+    sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(fn=cmd_migrate)
+    sub.add_parser("dev", help="migrate, then run the server and Envoy in front of it").set_defaults(
+        fn=cmd_dev
+    )
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -89,7 +89,7 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_dev(settings: Settings, _args: argparse.Namespace) -> int:
-    from nexus_server.dev import run_dev
+    from nexus_server.cli.dev import run_dev
 
     if settings.uses_dev_secret_key:
         _warn_dev_secret_key("nexus dev")
@@ -113,55 +113,8 @@ def _private_var_dir(settings: Settings) -> None:
     private_dir(settings.var_dir)
 
 
-def cmd_events_tail(settings: Settings, args: argparse.Namespace) -> int:
-    from nexus_server.events.tail import run
-
-    return run(args, args.address or f"{settings.host}:{settings.port}")
-
-
 def _redacted(url: str) -> str:
     """The URL without its password, for logs."""
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _add_tail_arguments(parser: argparse.ArgumentParser) -> None:
-    from nexus_server.events.tail import add_arguments
-
-    add_arguments(parser)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="nexus", description="Nexus identity/keys/tenants/billing/usage/events hub"
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the gRPC server (NEXUS_* settings)").set_defaults(fn=cmd_serve)
-    sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(fn=cmd_migrate)
-    sub.add_parser("dev", help="migrate, then run the server and Envoy in front of it").set_defaults(
-        fn=cmd_dev
-    )
-    events = sub.add_parser("events", help="the event log").add_subparsers(
-        dest="events_command", required=True
-    )
-    events_tail = events.add_parser("tail", help="follow a tenant's events as JSON lines, resumably")
-    _add_tail_arguments(events_tail)
-    events_tail.set_defaults(fn=cmd_events_tail)
-    from nexus_server.identity.commands import add_arguments as add_identity_commands
-
-    add_identity_commands(sub)
-    from nexus_server.apikeys.commands import add_arguments as add_apikey_commands
-
-    add_apikey_commands(sub)
-    args = parser.parse_args(argv)
-    # Whatever the server writes (database, mail sink, rendered configs) is for this account
-    # alone; the explicit modes in common/private_files.py hold even without this.
-    os.umask(0o077)
-    settings = _settings()
-    logs.configure(settings.log_level)
-    return int(args.fn(settings, args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
