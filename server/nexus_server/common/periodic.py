@@ -30,6 +30,9 @@ LAST_SUCCESS = Gauge(
 )
 
 Sleep = Callable[[float], Awaitable[object]]
+# Its own generator: jitter must not draw from (and so disturb) the global `random` state
+# that other code, and Hypothesis in the tests, rely on.
+_RANDOM = random.Random()
 
 
 def register(registry: CollectorRegistry) -> None:
@@ -38,7 +41,7 @@ def register(registry: CollectorRegistry) -> None:
         registry.register(LAST_SUCCESS)
 
 
-def jittered(interval: float, jitter: float, rand: Callable[[], float] = random.random) -> float:
+def jittered(interval: float, jitter: float, rand: Callable[[], float] = _RANDOM.random) -> float:
     """`interval` scaled by a factor in [1 - jitter, 1 + jitter]."""
     return interval * (1 + jitter * (2 * rand() - 1))
 
