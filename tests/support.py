@@ -137,7 +137,7 @@ async def platform_admin(server: NexusServer, channel: grpc.aio.Channel) -> User
     from nexus_server.identity.admin import create_admin
 
     email = f"{unique('admin')}@example.com"
-    user_id, _ = await create_admin(server.ctx.extras["identity"], email=email, password=PASSWORD)
+    user_id, _ = await create_admin(server.capabilities.identity, email=email, password=PASSWORD)
     return await login(channel, email, user_id)
 
 

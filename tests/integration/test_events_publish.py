@@ -216,7 +216,7 @@ async def test_concurrent_publishes_share_commits_and_each_gets_its_own_event(
 ) -> None:
     """Group commit (events/appender.py): calls that arrive while the tenant's commit runs
     go together in the next one; each still gets its own event, in one gap-free run."""
-    appender = server[0].ctx.extras["events.appender"]
+    appender = server[0].capabilities.event_appender
     stub = rpc.EventsServiceStub(channel)
     commits_before, appended_before = appender.commits, appender.appended
     calls = [
@@ -272,7 +272,7 @@ async def test_in_one_group_a_repeated_key_returns_the_first_event_and_a_reused_
 async def test_a_publish_given_up_while_waiting_for_its_group_stores_nothing(
     server: tuple[NexusServer, int], tenant: Tenant
 ) -> None:
-    appender = server[0].ctx.extras["events.appender"]
+    appender = server[0].capabilities.event_appender
     first = asyncio.create_task(
         appender.publish(tenant_id=tenant.id, publisher_key_id="", draft=Draft("deal.won", "crm"))
     )

@@ -368,7 +368,7 @@ async def test_a_stalled_subscriber_holds_no_more_than_its_buffer_and_loses_noth
     small_server: tuple[NexusServer, grpc.aio.Channel],
 ) -> None:
     srv, small = small_server
-    hub: Hub = srv.ctx.extras["events.hub"]
+    hub: Hub = srv.capabilities.event_hub
     _, publisher, reader_md, _ = await _keys(server[0], channel)
     call = rpc.EventsServiceStub(small).Subscribe(pb.SubscribeRequest(), metadata=reader_md)
     first = await call.read()  # the opening heartbeat; then the client stops reading

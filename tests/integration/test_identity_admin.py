@@ -16,7 +16,7 @@ async def admin_user(channel: grpc.aio.Channel, server: NexusServer) -> User:
     from nexus_server.identity.admin import create_admin
 
     email = f"{unique('admin')}@example.com"
-    await create_admin(server.ctx.extras["identity"], email=email, password=PASSWORD)
+    await create_admin(server.capabilities.identity, email=email, password=PASSWORD)
     login = await rpc.IdentityServiceStub(channel).Login(pb.LoginRequest(email=email, password=PASSWORD))
     return User(login.user.id, email, PASSWORD, login.access_token, login.refresh_token, login.session_id)
 

@@ -28,7 +28,7 @@ LIMIT = Policy().free_attempts
 @contextlib.contextmanager
 def _policy(server: NexusServer, **changes: Any) -> Iterator[None]:
     """The shared test server's sign-in policy, changed for one test only."""
-    limiter = server.ctx.extras["identity"].throttle
+    limiter = server.capabilities.identity.throttle
     before = limiter.policy
     limiter.policy = replace(before, **changes)
     try:

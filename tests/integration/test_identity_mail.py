@@ -137,7 +137,7 @@ async def test_a_reset_request_does_the_same_work_for_known_and_unknown_emails(
     """The request's timing told known emails from unknown ones (10.5 vs 4.3 ms): it now
     runs the very same statements for both, and the lookup waits for the background task.
     Statements are recorded only from this task's context, not the background answerer's."""
-    deps = server[0].ctx.extras["identity"]
+    deps = server[0].capabilities.identity
     user = await register_user(channel)
     recording: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("recording", default=None)
 

@@ -66,7 +66,7 @@ async def test_no_password_token_or_secret_is_stored_or_logged_in_plaintext(
     await identity.RequestPasswordReset(pb.RequestPasswordResetRequest(email=user.email))
     reset = await _mailed_token(server[0], user.email, "Reset")
     await asyncio.sleep(0.3)  # let the sender finish with the queued mail
-    key = server[0].ctx.extras["identity"].keys.signing_key()
+    key = server[0].capabilities.identity.keys.signing_key()
     raw_private = key.private.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )

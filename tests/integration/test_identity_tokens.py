@@ -121,7 +121,7 @@ async def test_expired_and_wrong_audience_or_issuer_are_refused(
     channel: grpc.aio.Channel, server: tuple[NexusServer, int]
 ) -> None:
     user = await register_user(channel)
-    deps = server[0].ctx.extras["identity"]
+    deps = server[0].capabilities.identity
     key = deps.keys.signing_key()
     _, payload = _parts(user.access_token)
 

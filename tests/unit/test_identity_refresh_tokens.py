@@ -62,7 +62,7 @@ async def identity(tmp_path: Path) -> AsyncIterator[tuple[Identity, FrozenClock]
     server: NexusServer
     server, _ = await create_server(settings, clock=clock)
     try:
-        yield server.ctx.extras["identity"], clock
+        yield server.capabilities.identity, clock
     finally:
         await server.stop(0)
 

@@ -4,7 +4,8 @@ last-used flusher, the expiry sweep, the rate-limit layer, and the ApiKeyService
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from nexus_server.apikeys import workflows
 from nexus_server.apikeys.last_used import LastUsed
@@ -23,28 +24,33 @@ log = logging.getLogger("nexus.apikeys")
 EXPIRY_SWEEP_SECONDS = 5.0
 
 
-def build(ctx: AppContext) -> object | None:
+@dataclass(frozen=True)
+class Built:
+    servicer: ApiKeyServicer
+    verifier: KeyVerifier  # also the authentication layer's port (ctx.keys)
+    limiter: Limiter
+
+
+def build(ctx: AppContext, *, plan_limit: Callable[[], PlanLimit | None] = lambda: None) -> Built:
+    """`plan_limit`: billing's port (plan id -> calls per minute), once billing is built."""
     last_used = LastUsed(ctx.db)
     verifier = KeyVerifier(ctx.db, ctx.revocations, last_used)
     ctx.keys = verifier
-    ctx.extras["apikeys.verifier"] = verifier
     ctx.background.append(last_used.run)
     ctx.on_stop.append(last_used.stop)
     ctx.background.append(lambda: _sweep_expired(ctx))
 
     limiter = _limiter(ctx)
-    ctx.extras["ratelimit.limiter"] = limiter
     policies = Policies(
         ctx.db,
         ctx.revocations,
         key_limit=verifier.rate_limit_of,
         cached_key_limit=verifier.cached_rate_limit,
         user_per_minute=ctx.settings.ratelimit_user_per_minute,
-        # Billing (built later) may register `plan id -> calls per minute` under this name.
-        plan_limit=lambda: _plan_limit(ctx),
+        plan_limit=plan_limit,
     )
     ctx.layers.append(RateLimitLayer(limiter, policies))
-    return ApiKeyServicer(ctx, verifier, limiter)
+    return Built(ApiKeyServicer(ctx, verifier, limiter), verifier, limiter)
 
 
 def _limiter(ctx: AppContext) -> Limiter:
@@ -56,11 +62,6 @@ def _limiter(ctx: AppContext) -> Limiter:
     else:
         backend = MemoryBackend()
     return Limiter(backend, on_down=ctx.settings.ratelimit_on_redis_down)
-
-
-def _plan_limit(ctx: AppContext) -> PlanLimit | None:
-    registered: Any = ctx.extras.get("billing.plan_rate_limit")
-    return registered if callable(registered) else None
 
 
 async def _sweep_expired(ctx: AppContext) -> None:

@@ -1,9 +1,8 @@
-"""What every capability is built from, and where each registers what others need.
-
-Capabilities are built in order (identity, tenants, apikeys, billing, usage, events); each
-`<capability>/wiring.py` exposes `build(ctx) -> servicer | None` and may set the ports
-(token verifier, key verifier, tenant directory) that the authentication layer reads at
-call time. Background tasks a capability needs are added to `ctx.background`.
+"""What every capability is built from: settings, the database, the clock, the metrics
+registry and the revocation feed, plus the three ports the authentication layer reads at call
+time (token verifier, key verifier, tenant directory), the layers capabilities add to the
+chain, and their background tasks and stop hooks. Capabilities hand each other nothing
+through it: `app/wiring.py` passes those ports as typed arguments.
 """
 
 from __future__ import annotations
@@ -37,5 +36,3 @@ class AppContext:
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # Hooks run at graceful stop, before the database closes (flush buffers).
     on_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
-    # Anything else capabilities share by name (e.g. "mailer", "redis").
-    extras: dict[str, Any] = field(default_factory=dict)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from nexus_server import contract
 from nexus_server.app.context import AppContext
 from nexus_server.app.handlers import service_handler
-from nexus_server.app.wiring import build_capabilities
+from nexus_server.app.wiring import Capabilities, build_capabilities
 from nexus_server.auth.revocations import Revocations
 from nexus_server.common import pagination, periodic
 from nexus_server.common.clock import Clock, SystemClock
@@ -49,6 +49,7 @@ class NexusServer:
     health: Any  # grpc_health.v1.health.aio.HealthServicer
     registry: CollectorRegistry
     ctx: AppContext
+    capabilities: Capabilities
     service_names: list[str] = field(default_factory=list)
     built_services: set[str] = field(default_factory=set)
     background: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -95,7 +96,8 @@ async def create_server(
     periodic.register(registry)
     db = Database(create_async(settings.database_url), clock)
     ctx = AppContext(settings, db, clock, registry, Revocations(db))
-    servicers = build_capabilities(ctx)
+    capabilities = build_capabilities(ctx)
+    servicers = capabilities.servicers
     auth = Authentication(ctx)
     # Built after the capabilities, so the caches hear each feed row before the streams do.
     guard = StreamGuard(ctx.revocations, auth, clock)
@@ -115,5 +117,14 @@ async def create_server(
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return NexusServer(
-        settings, server, db, chain, health_servicer, registry, ctx, service_names, set(servicers)
+        settings,
+        server,
+        db,
+        chain,
+        health_servicer,
+        registry,
+        ctx,
+        capabilities,
+        service_names,
+        set(servicers),
     ), port

@@ -1,31 +1,59 @@
-"""Builds every capability in dependency order and maps servicers to their services."""
+"""The one place capabilities are connected: each is built with the ports it needs, as
+typed arguments, in the order this function states.
+
+Identity comes first (the token verifier and the mail outbox); tenants get identity's outbox
+for invitations, and give identity the project grants its tokens carry; API keys bring the key
+verifier and the rate-limit layer (billing's plan limits plug in there once billing is built);
+events come last, since they only consume. Nothing is shared by string key.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from nexus_server.apikeys import wiring as apikeys
+from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
 from nexus_server.billing import wiring as billing
 from nexus_server.events import wiring as events
+from nexus_server.events.appender import Appender
+from nexus_server.events.hub import Hub
 from nexus_server.identity import wiring as identity
+from nexus_server.identity.deps import Identity
+from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.tenants import wiring as tenants
 from nexus_server.usage import wiring as usage
 
-# Identity first (token verifier), then tenants (directory), keys (key verifier and rate
-# limits), then the capabilities that only consume those ports.
-_ORDER = (
-    ("nexus.identity.v1.IdentityService", identity.build),
-    ("nexus.tenant.v1.TenantService", tenants.build),
-    ("nexus.apikey.v1.ApiKeyService", apikeys.build),
-    ("nexus.billing.v1.BillingService", billing.build),
-    ("nexus.usage.v1.UsageService", usage.build),
-    ("nexus.events.v1.EventsService", events.build),
-)
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the capabilities built: their servicers by service name, and the handles the
+    server, the command line and tests drive directly."""
+
+    identity: Identity
+    key_verifier: KeyVerifier
+    limiter: Limiter
+    event_hub: Hub
+    event_appender: Appender
+    servicers: dict[str, object] = field(default_factory=dict)
 
 
-def build_capabilities(ctx: AppContext) -> dict[str, object]:
-    servicers: dict[str, object] = {}
-    for service, build in _ORDER:
-        servicer = build(ctx)
+def build_capabilities(ctx: AppContext) -> Capabilities:
+    ident = identity.build(ctx)
+    ten = tenants.build(ctx, mail=ident.deps.mailer.queue)
+    ident.deps.project_grants = ten.project_grants
+    keys = apikeys.build(ctx)
+    bill = billing.build(ctx)
+    use = usage.build(ctx)
+    evs = events.build(ctx)
+    servicers: dict[str, object] = {
+        "nexus.identity.v1.IdentityService": ident.servicer,
+        "nexus.tenant.v1.TenantService": ten.servicer,
+        "nexus.apikey.v1.ApiKeyService": keys.servicer,
+        "nexus.events.v1.EventsService": evs.servicer,
+    }
+    # Not built yet: every RPC of theirs answers UNIMPLEMENTED naming itself.
+    for name, servicer in (("nexus.billing.v1.BillingService", bill), ("nexus.usage.v1.UsageService", use)):
         if servicer is not None:
-            servicers[service] = servicer
-    return servicers
+            servicers[name] = servicer
+    return Capabilities(ident.deps, keys.verifier, keys.limiter, evs.hub, evs.appender, servicers)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from nexus_server.app.context import AppContext
 from nexus_server.events import convert
 from nexus_server.events.appender import Appender
@@ -10,7 +12,14 @@ from nexus_server.events.service import EventsServicer
 from nexus_server.events.wakeups import PgWakeups
 
 
-def build(ctx: AppContext) -> object | None:
+@dataclass(frozen=True)
+class Built:
+    servicer: EventsServicer
+    hub: Hub
+    appender: Appender
+
+
+def build(ctx: AppContext) -> Built:
     settings = ctx.settings
     hub = Hub(
         ctx.db,
@@ -19,7 +28,6 @@ def build(ctx: AppContext) -> object | None:
         max_bytes=settings.events_buffer_bytes,
         poll_interval=settings.events_poll_interval.total_seconds(),
     )
-    ctx.extras["events.hub"] = hub
     ctx.db.event_listeners.append(hub.on_commit)
     ctx.background.append(hub.poll_forever)
     ctx.on_stop.append(hub.close_all)
@@ -30,6 +38,5 @@ def build(ctx: AppContext) -> object | None:
         ctx.background.append(wakeups.listen_forever)
         ctx.on_stop.append(wakeups.close)
     appender = Appender(ctx.db)
-    ctx.extras["events.appender"] = appender
     ctx.on_stop.append(appender.close)
-    return EventsServicer(ctx, hub, appender)
+    return Built(EventsServicer(ctx, hub, appender), hub, appender)

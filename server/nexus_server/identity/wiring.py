@@ -4,6 +4,7 @@ layer uses, and its background tasks (key reload, mail sender)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from functools import partial
 
 from nexus_server.app.context import AppContext
@@ -59,11 +60,15 @@ def build_identity(ctx: AppContext) -> Identity:
     )
 
 
-def build(ctx: AppContext) -> object | None:
+@dataclass(frozen=True)
+class Built:
+    servicer: IdentityServicer
+    deps: Identity  # the workflows' dependencies: its mailer and token verifier are ports
+
+
+def build(ctx: AppContext) -> Built:
     deps = build_identity(ctx)
     ctx.tokens = deps.tokens
-    ctx.extras["identity"] = deps
-    ctx.extras["mailer"] = deps.mailer
 
     async def keys_then_reload() -> None:
         if deps.settings.secret_key_previous:
@@ -80,4 +85,4 @@ def build(ctx: AppContext) -> object | None:
     ctx.background.append(deps.mailer.run)
     ctx.background.append(lambda: deps.reset_requests.run(partial(accounts.answer_reset_request, deps)))
     ctx.on_stop.append(close_hasher)
-    return IdentityServicer(deps)
+    return Built(IdentityServicer(deps), deps)

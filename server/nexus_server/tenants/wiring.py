@@ -3,6 +3,8 @@ offers identity (project grants for tokens), and the TenantServicer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from nexus_server.app.context import AppContext
@@ -14,26 +16,23 @@ from nexus_server.tenants.domain_proof import DnsTxtLookup
 from nexus_server.tenants.projects import DEFAULT_PROJECTS, parse_catalog
 from nexus_server.tenants.service import TenantServicer
 
+# (uow, tenant_id, user_id) -> project name → role: what identity puts in the `projects` claim.
+ProjectGrants = Callable[[UnitOfWork, str, str], Coroutine[Any, Any, dict[str, str]]]
 
-def build(ctx: AppContext) -> object | None:
+
+@dataclass(frozen=True)
+class Built:
+    servicer: TenantServicer
+    project_grants: ProjectGrants  # for identity: the access token's `projects` claim
+
+
+def build(ctx: AppContext, *, mail: invitations.Mail | None) -> Built:
+    """`mail`: identity's outbox, through which invitations reach people."""
     # One cache serves the authentication layer and CheckPermission; the feed keeps it true.
     cache = AccessCache(ctx.db, ctx.revocations)
     ctx.background.append(cache.refresh_forever)
     ctx.tenants = CachedTenantDirectory(ctx.db, ctx.revocations, cache=cache)
     catalog = parse_catalog(ctx.settings.projects) if ctx.settings.projects.strip() else DEFAULT_PROJECTS
-    mailer: Any = ctx.extras.get("mailer")
-
-    async def mail(uow: UnitOfWork, recipient: str, subject: str, body: str) -> None:
-        # Looked up per call: identity may register its mailer after this is built.
-        sender: Any = ctx.extras.get("mailer", mailer)
-        if sender is not None:
-            await sender.queue(uow, recipient, subject, body)
-
-    public_url = getattr(ctx.settings, "public_url", "http://127.0.0.1:8080")
-    ctx.extras["tenants.project_grants"] = grants.project_roles
-    identity: Any = ctx.extras.get("identity")
-    if identity is not None and getattr(identity, "project_grants", False) is None:
-        # Identity's port for the access token's `projects` claim (identity/deps.py).
-        identity.project_grants = grants.project_roles
     txt = DnsTxtLookup(ctx.settings.dns_nameservers)
-    return TenantServicer(ctx, catalog, invitations.Post(mail, public_url), cache, txt)
+    post = invitations.Post(mail, ctx.settings.public_url)
+    return Built(TenantServicer(ctx, catalog, post, cache, txt), grants.project_roles)
