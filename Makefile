@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 BUF    := node_modules/.bin/buf
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help install gen gen-check buf-lint lint typecheck test test-fast run serve migrate bench clean
+# arch: the import-linter contracts in pyproject.toml (layers and capability boundaries).
+.PHONY: help install gen gen-check buf-lint lint arch typecheck test test-fast run serve migrate bench clean
 
 help:
 	@echo "make run    - install, generate, migrate; start Nexus on 127.0.0.1:50051 and Envoy on 127.0.0.1:8080"
@@ -46,9 +47,12 @@ buf-lint: install
 
 PY_DIRS := $(wildcard server tools tests bench)
 
-lint: install
+lint: install arch
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
+
+arch: install
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy server/nexus_server

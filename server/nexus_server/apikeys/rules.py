@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.auth.principal import Principal
 from nexus_server.common.errors import FieldViolation, PermissionDenied
 from nexus_server.common.text import HIDDEN_WHY, has_control
+
+if TYPE_CHECKING:  # the row's type only: rules import no SQL (the architecture contract)
+    from nexus_server.apikeys.store import ApiKeyRow
 
 SCOPES = frozenset(
     {
