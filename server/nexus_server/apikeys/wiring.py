@@ -24,6 +24,10 @@ log = logging.getLogger("nexus.apikeys")
 EXPIRY_SWEEP_SECONDS = 5.0
 
 
+# The port tenants use to revoke a deleted tenant's keys in the deleting transaction.
+revoke_tenant_keys = workflows.revoke_tenant_keys
+
+
 @dataclass(frozen=True)
 class Built:
     servicer: ApiKeyServicer

@@ -40,7 +40,7 @@ class Capabilities:
 
 def build_capabilities(ctx: AppContext) -> Capabilities:
     ident = identity.build(ctx)
-    ten = tenants.build(ctx, mail=ident.deps.mailer.queue)
+    ten = tenants.build(ctx, mail=ident.deps.mailer.queue, revoke_keys=apikeys.revoke_tenant_keys)
     ident.deps.project_grants = ten.project_grants
     keys = apikeys.build(ctx)
     bill = billing.build(ctx)

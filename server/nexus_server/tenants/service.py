@@ -71,6 +71,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         post: invitations.Post,
         facts: AccessCache,
         txt: TxtLookup,
+        revoke_keys: workflows.RevokeTenantKeys,
     ):
         self.ctx = ctx
         self.facts = facts
@@ -79,6 +80,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         self.catalog = catalog
         self.post = post
         self.txt = txt
+        self.revoke_keys = revoke_keys
 
     # --- tenants ---------------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class TenantServicer(rpc.TenantServiceServicer):
 
     async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await workflows.delete_tenant(uow, self.revocations, request.id)
+            await workflows.delete_tenant(uow, self.revocations, self.revoke_keys, request.id)
         return _EMPTY
 
     async def ResolveTenant(self, request: pb.ResolveTenantRequest, context: Any) -> pb.ResolveTenantResponse:

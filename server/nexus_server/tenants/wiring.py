@@ -15,6 +15,7 @@ from nexus_server.tenants.directory import CachedTenantDirectory
 from nexus_server.tenants.domain_proof import DnsTxtLookup
 from nexus_server.tenants.projects import DEFAULT_PROJECTS, parse_catalog
 from nexus_server.tenants.service import TenantServicer
+from nexus_server.tenants.workflows import RevokeTenantKeys
 
 # (uow, tenant_id, user_id) -> project name → role: what identity puts in the `projects` claim.
 ProjectGrants = Callable[[UnitOfWork, str, str], Coroutine[Any, Any, dict[str, str]]]
@@ -26,8 +27,9 @@ class Built:
     project_grants: ProjectGrants  # for identity: the access token's `projects` claim
 
 
-def build(ctx: AppContext, *, mail: invitations.Mail | None) -> Built:
-    """`mail`: identity's outbox, through which invitations reach people."""
+def build(ctx: AppContext, *, mail: invitations.Mail | None, revoke_keys: RevokeTenantKeys) -> Built:
+    """`mail`: identity's outbox, through which invitations reach people; `revoke_keys`:
+    the apikeys port that revokes a deleted tenant's keys."""
     # One cache serves the authentication layer and CheckPermission; the feed keeps it true.
     cache = AccessCache(ctx.db, ctx.revocations)
     ctx.background.append(cache.refresh_forever)
@@ -35,4 +37,5 @@ def build(ctx: AppContext, *, mail: invitations.Mail | None) -> Built:
     catalog = parse_catalog(ctx.settings.projects) if ctx.settings.projects.strip() else DEFAULT_PROJECTS
     txt = DnsTxtLookup(ctx.settings.dns_nameservers)
     post = invitations.Post(mail, ctx.settings.public_url)
-    return Built(TenantServicer(ctx, catalog, post, cache, txt), grants.project_roles)
+    servicer = TenantServicer(ctx, catalog, post, cache, txt, revoke_keys)
+    return Built(servicer, grants.project_roles)

@@ -8,7 +8,7 @@ every replica's directory forgets its cached answer within a poll interval.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nexus_server.auth.revocations import Revocations
@@ -216,14 +216,19 @@ async def verify_domain(
     return row
 
 
-async def delete_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
+# (uow, revocations, tenant_id) -> how many keys: the apikeys capability's port, handed over
+# by app/wiring.py, that revokes every key of a tenant inside the deleting transaction.
+RevokeTenantKeys = Callable[[UnitOfWork, Revocations, str], Awaitable[int]]
+
+
+async def delete_tenant(
+    uow: UnitOfWork, revocations: Revocations, revoke_keys: RevokeTenantKeys, tenant_id: str
+) -> None:
     """Soft delete: status deleted, API keys revoked, pending invitations revoked."""
     row = await get_tenant(uow, tenant_id)
     now = uow.clock.now()
     await store.set_status(uow.session, tenant_id, "deleted", now)
-    from nexus_server.apikeys.workflows import revoke_tenant_keys
-
-    revoked = await revoke_tenant_keys(uow, revocations, tenant_id)
+    revoked = await revoke_keys(uow, revocations, tenant_id)
     for invitation in await store.pending_invitations_of_tenant(uow.session, tenant_id):
         await store.update_invitation(uow.session, invitation.id, {"state": "revoked", "revoke_time": now})
     await uow.append_event(
