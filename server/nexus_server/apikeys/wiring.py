@@ -17,7 +17,7 @@ from nexus_server.ratelimit.layer import RateLimitLayer
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import Backend
 from nexus_server.ratelimit.memory import MemoryBackend
-from nexus_server.ratelimit.policies import PlanLimit, Policies
+from nexus_server.ratelimit.policies import PlanLimit, PlanOf, Policies
 from nexus_server.ratelimit.redis_backend import RedisBackend
 
 log = logging.getLogger("nexus.apikeys")
@@ -35,8 +35,11 @@ class Built:
     limiter: Limiter
 
 
-def build(ctx: AppContext, *, plan_limit: Callable[[], PlanLimit | None] = lambda: None) -> Built:
-    """`plan_limit`: billing's port (plan id -> calls per minute), once billing is built."""
+def build(
+    ctx: AppContext, *, plan_of: PlanOf, plan_limit: Callable[[], PlanLimit | None] = lambda: None
+) -> Built:
+    """`plan_of`: tenants' port (a tenant's plan id); `plan_limit`: billing's port (plan id ->
+    calls per minute), once billing is built."""
     last_used = LastUsed(ctx.db)
     verifier = KeyVerifier(ctx.db, ctx.revocations, last_used)
     ctx.keys = verifier
@@ -51,6 +54,7 @@ def build(ctx: AppContext, *, plan_limit: Callable[[], PlanLimit | None] = lambd
         key_limit=verifier.rate_limit_of,
         cached_key_limit=verifier.cached_rate_limit,
         user_per_minute=ctx.settings.ratelimit_user_per_minute,
+        plan_of=plan_of,
         plan_limit=plan_limit,
     )
     ctx.layers.append(RateLimitLayer(limiter, policies))

@@ -21,6 +21,7 @@ from nexus_server.events.hub import Hub
 from nexus_server.identity import wiring as identity
 from nexus_server.identity.deps import Identity
 from nexus_server.ratelimit.limiter import Limiter
+from nexus_server.tenants import ports as tenant_ports
 from nexus_server.tenants import wiring as tenants
 from nexus_server.usage import wiring as usage
 
@@ -42,7 +43,7 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
     ident = identity.build(ctx)
     ten = tenants.build(ctx, mail=ident.deps.mailer.queue, revoke_keys=apikeys.revoke_tenant_keys)
     ident.deps.project_grants = ten.project_grants
-    keys = apikeys.build(ctx)
+    keys = apikeys.build(ctx, plan_of=tenant_ports.plan_of)
     bill = billing.build(ctx)
     use = usage.build(ctx)
     evs = events.build(ctx)

@@ -16,11 +16,10 @@ from collections.abc import Awaitable, Callable
 
 from nexus_server.auth.principal import Principal
 from nexus_server.auth.revocations import Revocations
-from nexus_server.db.uow import Database
+from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.ratelimit import store
 from nexus_server.ratelimit.limits import Limit
 from nexus_server.ratelimit.overrides import FEED_KIND
-from nexus_server.tenants import store as tenant_store
 
 # Tenant-wide calls per minute by plan, unless billing or an override says otherwise. The
 # tenant limit is a ceiling over all of a tenant's keys and people (each key has its own,
@@ -35,6 +34,10 @@ CachedKeyLimit = Callable[[str], int | None]
 PlanLimit = Callable[[str], int | None]
 
 
+# (uow, tenant_id) -> the tenant's plan id, "" if no such tenant: the tenants capability's port.
+PlanOf = Callable[[UnitOfWork, str], Awaitable[str]]
+
+
 class Policies:
     def __init__(
         self,
@@ -44,6 +47,7 @@ class Policies:
         key_limit: KeyLimit,
         user_per_minute: int,
         cached_key_limit: CachedKeyLimit = lambda key_id: None,
+        plan_of: PlanOf,
         plan_limit: Callable[[], PlanLimit | None] = lambda: None,
         ttl: float = 30.0,
     ):
@@ -52,6 +56,7 @@ class Policies:
         self.cached_key_limit = cached_key_limit
         self.user_per_minute = user_per_minute
         self.plan_limit = plan_limit
+        self.plan_of = plan_of
         self.ttl = ttl
         self._overrides: dict[tuple[str, str], int] = {}
         self._overrides_at = _NEVER
@@ -83,8 +88,7 @@ class Policies:
         if cached is not None and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
         async with self.db.unit_of_work(readonly=True) as uow:
-            row = await tenant_store.get_tenant(uow.session, tenant_id)
-        plan = row.plan_id if row is not None else ""
+            plan = await self.plan_of(uow, tenant_id)
         self._plans[tenant_id] = (time.monotonic(), plan)
         return plan
 
