@@ -172,7 +172,7 @@ def _proxies(env: Mapping[str, str], default: str) -> str:
 def _projects(env: Mapping[str, str]) -> str:
     raw = env.get("NEXUS_PROJECTS", "")
     if raw.strip():
-        from nexus_server.tenants.projects import parse_catalog
+        from nexus_server.common.projects import parse_catalog
 
         try:
             parse_catalog(raw)

@@ -10,9 +10,9 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nexus_server.common.projects import role_at_least
 from nexus_server.tenants import store
 from nexus_server.tenants.permissions import BUILT_IN_PERMISSIONS
-from nexus_server.tenants.projects import role_at_least
 from nexus_server.tenants.rules import order_roles
 
 

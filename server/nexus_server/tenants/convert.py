@@ -8,11 +8,11 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from nexus.tenant.v1 import member_pb2, project_pb2, role_pb2, tenant_pb2
+from nexus_server.common.projects import Project
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import domain_proof, invitations, store
 from nexus_server.tenants.members import MemberView
 from nexus_server.tenants.permissions import Permission
-from nexus_server.tenants.projects import Project
 from nexus_server.tenants.roles import RoleView
 from nexus_server.tenants.rules import order_roles
 

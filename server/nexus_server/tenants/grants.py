@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from nexus_server.auth.revocations import Revocations
 from nexus_server.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from nexus_server.common.projects import KEY, ROLE_ORDER, Project
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, paging, rules, store
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BY_NAME
-from nexus_server.tenants.projects import KEY, ROLE_ORDER, Project
 from nexus_server.tenants.workflows import invalidate_member
 
 

@@ -17,6 +17,7 @@ from nexus.tenant.v1 import tenant_service_pb2_grpc as rpc
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import Principal
 from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.projects import Project
 from nexus_server.interceptors.call import current_call
 from nexus_server.tenants import (
     convert,
@@ -32,7 +33,6 @@ from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.domain_proof import TxtLookup
 from nexus_server.tenants.permissions import CATALOG
-from nexus_server.tenants.projects import Project
 
 _EMPTY = empty_pb2.Empty()
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from nexus_server.app.context import AppContext
+from nexus_server.common.projects import DEFAULT_PROJECTS, parse_catalog
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import grants, invitations
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.directory import CachedTenantDirectory
 from nexus_server.tenants.domain_proof import DnsTxtLookup
-from nexus_server.tenants.projects import DEFAULT_PROJECTS, parse_catalog
 from nexus_server.tenants.service import TenantServicer
 from nexus_server.tenants.workflows import RevokeTenantKeys
 

@@ -1,6 +1,8 @@
 """The catalog of the ecosystem's projects that access can be granted to.
 
-The operator may replace it with NEXUS_PROJECTS (see config.py); order is catalog order.
+The operator may replace it with NEXUS_PROJECTS (see config.py); order is catalog order. It is
+installation configuration, checked when settings load, so it lives in the shared kernel; the
+tenants capability grants access to its projects.
 """
 
 from __future__ import annotations
