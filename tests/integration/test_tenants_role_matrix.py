@@ -19,7 +19,8 @@ from nexus.tenant.v1 import member_pb2, project_pb2, role_pb2, tenant_pb2
 from nexus.tenant.v1 import tenant_service_pb2 as pb
 from nexus_server import contract
 from nexus_server.app.server import NexusServer
-from nexus_server.tenants import grants, groups, invitations, projects, roles
+from nexus_server.common import projects
+from nexus_server.tenants import grants, groups, invitations, roles
 from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.permissions import BUILT_IN_PERMISSIONS
 from tests.integration.tenants_support import refusal, tenants
