@@ -43,6 +43,7 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
     ident = identity.build(ctx)
     ten = tenants.build(ctx, mail=ident.deps.mailer.queue, revoke_keys=apikeys.revoke_tenant_keys)
     ident.deps.project_grants = ten.project_grants
+    ident.deps.standings = tenant_ports.Standings()
     keys = apikeys.build(ctx, plan_of=tenant_ports.plan_of)
     bill = billing.build(ctx)
     use = usage.build(ctx)

@@ -113,7 +113,9 @@ async def login(
         async with deps.db.unit_of_work() as uow:
             now = uow.clock.now()
             holder = sessions.Holder(user.id, user.platform_admin)
-            active_tenant, roles = await sessions.choose_tenant(uow, holder, tenant_id, default_only=True)
+            active_tenant, roles = await sessions.choose_tenant(
+                deps, uow, holder, tenant_id, default_only=True
+            )
             pair = await sessions.start(deps, uow, user, client, active_tenant, roles)
             if not await store.record_login(uow.session, user.id, now):
                 raise _invalid_credentials()  # disabled meanwhile: the rollback keeps the count

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nexus_server.auth.ports import TenantDirectory
 from nexus_server.auth.revocations import Revocations
@@ -22,6 +22,25 @@ from nexus_server.identity.tokens import AccessTokens
 ProjectGrants = Callable[[UnitOfWork, str, str], Coroutine[Any, Any, dict[str, str]]]
 
 
+class TenantStanding(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...  # active | suspended | deleted
+
+    @property
+    def roles(self) -> tuple[str, ...] | None: ...  # None: not a member
+
+
+class TenantStandings(Protocol):
+    """What identity needs of tenancy to pick a session's tenant (tenants/ports.py)."""
+
+    async def standing_in(self, uow: UnitOfWork, tenant_id: str, user_id: str) -> TenantStanding | None: ...
+
+    async def sole_tenant(self, uow: UnitOfWork, user_id: str) -> TenantStanding | None: ...
+
+
 @dataclass
 class Identity:
     settings: Settings
@@ -37,6 +56,7 @@ class Identity:
     refresh_key: bytes  # keys the derivation of a refresh token's successor
     tenants: Callable[[], TenantDirectory | None]
     project_grants: ProjectGrants | None = None
+    standings: TenantStandings | None = None  # set by app/wiring.py once tenants are built
 
 
 @dataclass(frozen=True)

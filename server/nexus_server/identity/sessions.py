@@ -25,7 +25,6 @@ from nexus_server.identity import refresh_tokens, store
 from nexus_server.identity.deps import Client, Identity
 from nexus_server.identity.digests import digest
 from nexus_server.identity.tokens import SESSION, AccessClaims
-from nexus_server.tenants import store as tenant_store
 
 REUSE_GRACE = timedelta(seconds=30)
 # Revocations are kept until the last access token they block has expired, plus skew.
@@ -55,32 +54,30 @@ class Holder:
 
 
 async def choose_tenant(
-    uow: UnitOfWork, user: Holder, requested: str, *, default_only: bool
+    deps: Identity, uow: UnitOfWork, user: Holder, requested: str, *, default_only: bool
 ) -> tuple[str, tuple[str, ...]]:
     """The active tenant and the user's roles in it. A named tenant must be one the user
-    belongs to and not suspended; with none named, the user's only tenant (if exactly one)."""
+    belongs to and not suspended; with none named, the user's only tenant (if exactly one).
+    Tenancy comes through the tenants capability's port (`deps.standings`)."""
+    standings = deps.standings
     if requested:
-        membership = await tenant_store.get_membership(uow.session, requested, user.user_id)
-        tenant = await tenant_store.get_tenant(uow.session, requested)
-        if tenant is None or tenant.status == TenantStatus.DELETED.value:
+        standing = await standings.standing_in(uow, requested, user.user_id) if standings else None
+        if standing is None or standing.status == TenantStatus.DELETED.value:
             raise PermissionDenied(
                 f"you are not a member of tenant {requested}", reason="TENANT_ACCESS_DENIED"
             )
-        if membership is None and not user.platform_admin:
+        if standing.roles is None and not user.platform_admin:
             raise PermissionDenied(
                 f"you are not a member of tenant {requested}", reason="TENANT_ACCESS_DENIED"
             )
-        if tenant.status == TenantStatus.SUSPENDED.value and not user.platform_admin:
+        if standing.status == TenantStatus.SUSPENDED.value and not user.platform_admin:
             raise PermissionDenied(f"tenant {requested} is suspended", reason="TENANT_SUSPENDED")
-        return requested, tuple(membership.roles) if membership else ()
-    if not default_only:
+        return requested, standing.roles or ()
+    if not default_only or standings is None:
         return "", ()
-    memberships = await tenant_store.memberships_of_user(uow.session, user.user_id)
-    if len(memberships) == 1:
-        only = memberships[0]
-        tenant = await tenant_store.get_tenant(uow.session, only.tenant_id)
-        if tenant is not None and tenant.status == TenantStatus.ACTIVE.value:
-            return only.tenant_id, tuple(only.roles)
+    only = await standings.sole_tenant(uow, user.user_id)
+    if only is not None and only.status == TenantStatus.ACTIVE.value:
+        return only.tenant_id, only.roles or ()
     return "", ()
 
 
@@ -245,7 +242,7 @@ async def _pair(
     if requested_tenant or session_tenant:
         try:
             tenant_id, roles = await choose_tenant(
-                uow, user, requested_tenant or session_tenant, default_only=False
+                deps, uow, user, requested_tenant or session_tenant, default_only=False
             )
         except PermissionDenied:
             if requested_tenant:
