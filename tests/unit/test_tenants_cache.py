@@ -35,7 +35,7 @@ class Counting(AccessCache):
     """An AccessCache over dicts instead of a database, counting its reads."""
 
     def __init__(self, feed: Feed, **options: Any):
-        super().__init__(None, feed, **options)  # type: ignore[arg-type]
+        super().__init__(None, feed, None, **options)  # type: ignore[arg-type]
         self.statuses: dict[str, str] = {}
         self.roles: dict[tuple[str, str], tuple[str, ...]] = {}
         self.accounts: dict[str, str] = {}

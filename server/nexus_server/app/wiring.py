@@ -20,6 +20,7 @@ from nexus_server.events.appender import Appender
 from nexus_server.events.hub import Hub
 from nexus_server.identity import wiring as identity
 from nexus_server.identity.deps import Identity
+from nexus_server.identity.ports import People
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.tenants import ports as tenant_ports
 from nexus_server.tenants import wiring as tenants
@@ -41,7 +42,9 @@ class Capabilities:
 
 def build_capabilities(ctx: AppContext) -> Capabilities:
     ident = identity.build(ctx)
-    ten = tenants.build(ctx, mail=ident.deps.mailer.queue, revoke_keys=apikeys.revoke_tenant_keys)
+    ten = tenants.build(
+        ctx, mail=ident.deps.mailer.queue, revoke_keys=apikeys.revoke_tenant_keys, people=People()
+    )
     ident.deps.project_grants = ten.project_grants
     ident.deps.standings = tenant_ports.Standings()
     keys = apikeys.build(ctx, plan_of=tenant_ports.plan_of)

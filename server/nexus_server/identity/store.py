@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, exists, func, insert, select, update
+from sqlalchemy import Select, bindparam, case, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -150,6 +151,32 @@ async def get_user(session: AsyncSession, user_id: str) -> UserRow | None:
 async def get_user_by_email(session: AsyncSession, email: str) -> UserRow | None:
     found = (await session.execute(select(users).where(users.c.email == email))).mappings().first()
     return _row(UserRow, found) if found else None
+
+
+async def get_users(session: AsyncSession, user_ids: Sequence[str]) -> list[UserRow]:
+    if not user_ids:
+        return []
+    query = select(users).where(users.c.id.in_(sorted(set(user_ids))))
+    return [_row(UserRow, m) for m in (await session.execute(query)).mappings()]
+
+
+async def user_statuses(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, str]:
+    if not user_ids:
+        return {}
+    query = select(users.c.id, users.c.status).where(users.c.id.in_(sorted(set(user_ids))))
+    return {r.id: r.status for r in await session.execute(query)}
+
+
+def ids_matching(text: str) -> Select[Any]:
+    """The ids of accounts whose email or display name contains `text`, any case, as a
+    subquery: a search of another capability's rows filters and pages in one statement."""
+    needle = text.lower()
+    return select(users.c.id).where(
+        or_(
+            users.c.email.contains(needle, autoescape=True),
+            func.lower(users.c.display_name).contains(needle, autoescape=True),
+        )
+    )
 
 
 async def update_user(session: AsyncSession, user_id: str, **values: Any) -> int:

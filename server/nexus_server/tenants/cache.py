@@ -43,6 +43,7 @@ from nexus_server.auth.revocations import Revocations
 from nexus_server.common import periodic
 from nexus_server.db.uow import Database
 from nexus_server.tenants import access, store
+from nexus_server.tenants.people import People
 
 log = logging.getLogger("nexus.tenants")
 
@@ -117,6 +118,7 @@ class AccessCache:
         self,
         db: Database,
         revocations: Revocations,
+        people: People,
         *,
         max_tenants: int = 100_000,
         max_members: int = 50_000,
@@ -126,6 +128,7 @@ class AccessCache:
         user_max_age: float = 0.9,
     ):
         self.db = db
+        self.people = people  # account status, from identity
         self.max_age = max_age
         self.user_refresh = user_refresh
         self.user_max_age = user_max_age
@@ -301,7 +304,7 @@ class AccessCache:
 
     async def _read_users(self, user_ids: list[str]) -> dict[str, str]:
         async with self.db.unit_of_work(readonly=True) as uow:
-            return await store.user_statuses(uow.session, user_ids)
+            return await self.people.statuses(uow, user_ids)
 
     async def _read_member(self, tenant_id: str, user_id: str) -> MemberFacts | None:
         async with self.db.unit_of_work(readonly=True) as uow:

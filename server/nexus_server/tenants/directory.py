@@ -30,13 +30,13 @@ class CachedTenantDirectory:
         db: Database,
         revocations: Revocations,
         *,
-        cache: AccessCache | None = None,
+        cache: AccessCache,
         ttl: float = 5.0,
         max_domains: int = 10_000,
     ):
         self.db = db
         self.ttl = ttl
-        self.cache = cache if cache is not None else AccessCache(db, revocations)
+        self.cache = cache  # shared with CheckPermission
         self._domains: Lru[str, str | None] = Lru(max_domains)
         revocations.on_revoke(self._invalidate)
 

@@ -33,6 +33,7 @@ from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import paging, rules, store
 from nexus_server.tenants.locking import lock_tenant
+from nexus_server.tenants.people import People
 from nexus_server.tenants.workflows import invalidate_member
 
 DEFAULT_TTL = timedelta(days=7)
@@ -193,7 +194,9 @@ async def _join(uow: UnitOfWork, revocations: Revocations, row: store.Invitation
     )
 
 
-async def accept(uow: UnitOfWork, revocations: Revocations, token: str, user_id: str) -> store.MembershipRow:
+async def accept(
+    uow: UnitOfWork, revocations: Revocations, people: People, token: str, user_id: str
+) -> store.MembershipRow:
     if not _TOKEN.fullmatch(token):
         raise InvalidArgument(FieldViolation("token", "must be the 43-character token from the email"))
     row = await store.invitation_by_token_hash(uow.session, digest(token))
@@ -208,7 +211,7 @@ async def accept(uow: UnitOfWork, revocations: Revocations, token: str, user_id:
         raise FailedPrecondition("the invitation has expired; ask for a new one", reason="INVITATION_EXPIRED")
     if state != "pending":
         raise _not_pending(row)
-    user = await store.user_by_id(uow.session, user_id)
+    user = await people.by_id(uow, user_id)
     if user is None or user.email != row.email:
         raise PermissionDenied(
             "this invitation was sent to another address", reason="INVITATION_EMAIL_MISMATCH"

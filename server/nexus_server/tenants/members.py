@@ -28,6 +28,7 @@ from nexus_server.tenants.actor import (
     require_may_take_away,
 )
 from nexus_server.tenants.locking import lock_tenant
+from nexus_server.tenants.people import People
 from nexus_server.tenants.permissions import MEMBER, OWNER
 from nexus_server.tenants.workflows import invalidate_member
 
@@ -42,18 +43,18 @@ class MemberView:
     display_name: str
 
 
-async def view(uow: UnitOfWork, row: store.MembershipRow) -> MemberView:
+async def view(uow: UnitOfWork, people: People, row: store.MembershipRow) -> MemberView:
     held = await access.standing(uow.session, row.tenant_id, row.user_id, row.roles)
-    user = await store.user_by_id(uow.session, row.user_id)
+    user = await people.by_id(uow, row.user_id)
     return MemberView(row, held, user.email if user else "", user.display_name if user else "")
 
 
-async def _views(uow: UnitOfWork, rows: list[store.MembershipRow]) -> list[MemberView]:
-    people = await store.users_by_id(uow.session, [r.user_id for r in rows])
+async def _views(uow: UnitOfWork, people: People, rows: list[store.MembershipRow]) -> list[MemberView]:
+    found = await people.by_ids(uow, [r.user_id for r in rows])
     views = []
     for row in rows:
         held = await access.standing(uow.session, row.tenant_id, row.user_id, row.roles)
-        user = people.get(row.user_id)
+        user = found.get(row.user_id)
         views.append(MemberView(row, held, user.email if user else "", user.display_name if user else ""))
     return views
 
@@ -77,7 +78,9 @@ class AddRequest:
     post: Any = None  # invitations.Post: how an invitation is mailed
 
 
-async def add_member(uow: UnitOfWork, actor: Actor, request: AddRequest) -> store.InvitationRow:
+async def add_member(
+    uow: UnitOfWork, people: People, actor: Actor, request: AddRequest
+) -> store.InvitationRow:
     """Invite the person: always an invitation, never a membership at once, so that no one
     joins a tenant without accepting, and the answer and the mail are the same whether or
     not the address has an account (which would otherwise be told to any tenant admin)."""
@@ -103,12 +106,12 @@ async def add_member(uow: UnitOfWork, actor: Actor, request: AddRequest) -> stor
     await require_known_roles(uow.session, request.tenant_id, roles, "roles")
     await require_may_hand_out(uow.session, request.tenant_id, actor, roles)
     if request.user_id:
-        user = await store.user_by_id(uow.session, request.user_id)
+        user = await people.by_id(uow, request.user_id)
         if user is None:
             raise NotFound(f"no account has the id {request.user_id}")
         email = user.email
     else:
-        user = await store.user_by_email(uow.session, email)
+        user = await people.by_email(uow, email)
     # Only this tenant's own members are told apart: its admins can list them anyway.
     if user is not None and await store.get_membership(uow.session, request.tenant_id, user.id):
         raise AlreadyExists(
@@ -129,6 +132,7 @@ async def add_member(uow: UnitOfWork, actor: Actor, request: AddRequest) -> stor
 
 async def update_member(
     uow: UnitOfWork,
+    people: People,
     revocations: Revocations,
     actor: Actor,
     tenant_id: str,
@@ -169,7 +173,7 @@ async def update_member(
         await invalidate_member(uow, revocations, tenant_id, user_id)
     row = await store.get_membership(uow.session, tenant_id, user_id)
     assert row is not None
-    return await view(uow, row)
+    return await view(uow, people, row)
 
 
 async def remove_member(
@@ -215,7 +219,7 @@ class MemberQuery:
     query: str = ""
 
 
-async def list_members(uow: UnitOfWork, q: MemberQuery) -> tuple[list[MemberView], str]:
+async def list_members(uow: UnitOfWork, people: People, q: MemberQuery) -> tuple[list[MemberView], str]:
     size, violations = rules.page_size(q.page_size)
     if q.role:
         violations += rules.role_names([q.role], "role", minimum=1)[1]
@@ -238,13 +242,13 @@ async def list_members(uow: UnitOfWork, q: MemberQuery) -> tuple[list[MemberView
         after,
         size + 1,
         user_ids=sorted(user_ids) if user_ids is not None else None,
-        query_text=text,
+        matching=people.ids_matching(text) if text else None,
     )
     token = ""
     if len(rows) > size:
         rows = rows[:size]
         token = paging.encode("ListMembers", filters, [rows[-1].create_time.isoformat(), rows[-1].user_id])
-    return await _views(uow, rows), token
+    return await _views(uow, people, rows), token
 
 
 async def _holders(uow: UnitOfWork, tenant_id: str, role: str) -> set[str]:

@@ -32,6 +32,7 @@ from nexus_server.tenants import (
 from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.domain_proof import TxtLookup
+from nexus_server.tenants.people import People
 from nexus_server.tenants.permissions import CATALOG
 
 _EMPTY = empty_pb2.Empty()
@@ -72,6 +73,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         facts: AccessCache,
         txt: TxtLookup,
         revoke_keys: workflows.RevokeTenantKeys,
+        people: People,
     ):
         self.ctx = ctx
         self.facts = facts
@@ -81,6 +83,7 @@ class TenantServicer(rpc.TenantServiceServicer):
         self.post = post
         self.txt = txt
         self.revoke_keys = revoke_keys
+        self.people = people  # identity's directory of accounts
 
     # --- tenants ---------------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class TenantServicer(rpc.TenantServiceServicer):
             post=self.post,
         )
         async with self.db.unit_of_work() as uow:
-            invitation = await members.add_member(uow, _actor(), add)
+            invitation = await members.add_member(uow, self.people, _actor(), add)
             return pb.AddMemberResponse(invitation=convert.invitation(invitation, uow))
 
     async def ListMembers(self, request: pb.ListMembersRequest, context: Any) -> pb.ListMembersResponse:
@@ -188,13 +191,14 @@ class TenantServicer(rpc.TenantServiceServicer):
             query=request.query,
         )
         async with self.db.unit_of_work(readonly=True) as uow:
-            views, token = await members.list_members(uow, query)
+            views, token = await members.list_members(uow, self.people, query)
         return pb.ListMembersResponse(members=[convert.member(v) for v in views], next_page_token=token)
 
     async def UpdateMember(self, request: pb.UpdateMemberRequest, context: Any) -> member_pb2.Member:
         async with self.db.unit_of_work() as uow:
             view = await members.update_member(
                 uow,
+                self.people,
                 self.revocations,
                 _actor(),
                 request.tenant_id,
@@ -243,8 +247,10 @@ class TenantServicer(rpc.TenantServiceServicer):
 
     async def AcceptInvitation(self, request: pb.AcceptInvitationRequest, context: Any) -> member_pb2.Member:
         async with self.db.unit_of_work() as uow:
-            row = await invitations.accept(uow, self.revocations, request.token, _principal().user_id)
-            view = await members.view(uow, row)
+            row = await invitations.accept(
+                uow, self.revocations, self.people, request.token, _principal().user_id
+            )
+            view = await members.view(uow, self.people, row)
         return convert.member(view)
 
     # --- roles and permissions -------------------------------------------------------------

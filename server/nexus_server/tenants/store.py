@@ -1,9 +1,5 @@
 """Persistence of tenants, memberships, custom roles, groups, project grants and
-invitations (SQLAlchemy Core; no rules here).
-
-People's emails and names are read from identity's `users` table (identity exposes no
-lookup function of its own): `user_by_email`, `user_by_id`, `users_by_id`.
-"""
+invitations (SQLAlchemy Core; no rules here)."""
 
 from __future__ import annotations
 
@@ -12,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Executable, Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nexus_server.identity.tables import users
 from nexus_server.tenants.tables import (
     group_members,
     groups,
@@ -118,15 +113,6 @@ class InvitationRow:
     expire_time: datetime
     accept_time: datetime | None
     revoke_time: datetime | None
-
-
-@dataclass(frozen=True)
-class UserRow:
-    id: str
-    email: str
-    display_name: str
-    status: str
-    email_verified: bool
 
 
 @dataclass(frozen=True)
@@ -337,19 +323,13 @@ async def list_members(
     limit: int,
     *,
     user_ids: Sequence[str] | None = None,
-    query_text: str = "",
+    matching: Select[Any] | None = None,
 ) -> list[MembershipRow]:
+    """`matching`: a subquery of user ids a search matched (identity's `People.ids_matching`)."""
     query = select(*_MEMBER_COLUMNS).where(memberships.c.tenant_id == tenant_id)
     if user_ids is not None:
         query = query.where(memberships.c.user_id.in_(list(user_ids)))
-    if query_text:
-        needle = query_text.lower()
-        matching = select(users.c.id).where(
-            or_(
-                users.c.email.contains(needle, autoescape=True),
-                func.lower(users.c.display_name).contains(needle, autoescape=True),
-            )
-        )
+    if matching is not None:
         query = query.where(memberships.c.user_id.in_(matching))
     if after is not None:
         query = query.where(
@@ -564,14 +544,6 @@ async def grants_of_member(session: AsyncSession, tenant_id: str, user_id: str) 
     return {r.project: r.role for r in await session.execute(query)}
 
 
-async def user_statuses(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, str]:
-    """`{user_id: status}` of the accounts that exist among `user_ids`."""
-    if not user_ids:
-        return {}
-    query = select(users.c.id, users.c.status).where(users.c.id.in_(list(user_ids)))
-    return {r.id: r.status for r in await session.execute(query)}
-
-
 async def put_grant(session: AsyncSession, row: GrantRow) -> None:
     changed = await session.execute(
         update(project_grants)
@@ -703,30 +675,3 @@ async def list_invitations(
         )
     query = query.order_by(invitations.c.create_time.desc(), invitations.c.id.desc()).limit(limit)
     return [_invitation(r) for r in await session.execute(query)]
-
-
-# --- people (identity's table) ---------------------------------------------------------------
-
-
-def _user(r: Any) -> UserRow:
-    return UserRow(r.id, r.email, r.display_name, r.status, bool(r.email_verified))
-
-
-_USER_COLUMNS = (users.c.id, users.c.email, users.c.display_name, users.c.status, users.c.email_verified)
-
-
-async def user_by_email(session: AsyncSession, email: str) -> UserRow | None:
-    found = (await session.execute(select(*_USER_COLUMNS).where(users.c.email == email))).first()
-    return _user(found) if found is not None else None
-
-
-async def user_by_id(session: AsyncSession, user_id: str) -> UserRow | None:
-    found = (await session.execute(select(*_USER_COLUMNS).where(users.c.id == user_id))).first()
-    return _user(found) if found is not None else None
-
-
-async def users_by_id(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, UserRow]:
-    if not user_ids:
-        return {}
-    query = select(*_USER_COLUMNS).where(users.c.id.in_(list(set(user_ids))))
-    return {r.id: _user(r) for r in await session.execute(query)}

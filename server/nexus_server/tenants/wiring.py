@@ -14,6 +14,7 @@ from nexus_server.tenants import grants, invitations
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.directory import CachedTenantDirectory
 from nexus_server.tenants.domain_proof import DnsTxtLookup
+from nexus_server.tenants.people import People
 from nexus_server.tenants.service import TenantServicer
 from nexus_server.tenants.workflows import RevokeTenantKeys
 
@@ -27,15 +28,18 @@ class Built:
     project_grants: ProjectGrants  # for identity: the access token's `projects` claim
 
 
-def build(ctx: AppContext, *, mail: invitations.Mail | None, revoke_keys: RevokeTenantKeys) -> Built:
+def build(
+    ctx: AppContext, *, mail: invitations.Mail | None, revoke_keys: RevokeTenantKeys, people: People
+) -> Built:
     """`mail`: identity's outbox, through which invitations reach people; `revoke_keys`:
-    the apikeys port that revokes a deleted tenant's keys."""
+    the apikeys port that revokes a deleted tenant's keys; `people`: identity's directory of
+    accounts (emails and names of members, account status)."""
     # One cache serves the authentication layer and CheckPermission; the feed keeps it true.
-    cache = AccessCache(ctx.db, ctx.revocations)
+    cache = AccessCache(ctx.db, ctx.revocations, people)
     ctx.background.append(cache.refresh_forever)
     ctx.tenants = CachedTenantDirectory(ctx.db, ctx.revocations, cache=cache)
     catalog = parse_catalog(ctx.settings.projects) if ctx.settings.projects.strip() else DEFAULT_PROJECTS
     txt = DnsTxtLookup(ctx.settings.dns_nameservers)
     post = invitations.Post(mail, ctx.settings.public_url)
-    servicer = TenantServicer(ctx, catalog, post, cache, txt, revoke_keys)
+    servicer = TenantServicer(ctx, catalog, post, cache, txt, revoke_keys, people)
     return Built(servicer, grants.project_roles)
