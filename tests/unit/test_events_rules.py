@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nexus_server.common import pagination
 from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
 from nexus_server.db.uow import StoredEvent
-from nexus_server.events import envelope, listing
+from nexus_server.events import envelope
 from nexus_server.events.envelope import Draft
 from nexus_server.events.filters import Filter, build_filter
 from nexus_server.events.hub import Entry, Subscriber
@@ -101,10 +102,12 @@ def test_reserved_sources_are_permission_denied_after_format_checks() -> None:
 
 @given(st.integers(0, 2**62))
 def test_a_page_token_round_trips_only_for_its_query(last: int) -> None:
-    token = listing.encode_token(["abc"], last)
-    assert listing.decode_token(token, ["abc"]) == last
+    token = pagination.encode("ListEvents", ["abc"], [last])
+    assert pagination.decode(token, "ListEvents", ["abc"], (int,)) == (last,)
     with pytest.raises(InvalidArgument):
-        listing.decode_token(token, ["abd"])
+        pagination.decode(token, "ListEvents", ["abd"], (int,))
+    with pytest.raises(InvalidArgument):  # a key of another shape is not believed either
+        pagination.decode(token, "ListEvents", ["abc"], (str,))
 
 
 def _event(sequence: int, type: str = "a.b") -> StoredEvent:

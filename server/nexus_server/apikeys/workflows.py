@@ -11,9 +11,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from nexus_server.apikeys import key_format, paging, rules, store
+from nexus_server.apikeys import key_format, rules, store
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -21,6 +22,7 @@ from nexus_server.common.errors import (
     NotFound,
     PreconditionViolation,
 )
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 
 FEED_KIND = "apikey"  # revocation-feed kind; subject is the key id
@@ -130,7 +132,8 @@ class ListQuery:
 
 
 async def list_keys(uow: UnitOfWork, query: ListQuery) -> tuple[list[ApiKeyRow], str]:
-    size = paging.page_size(query.page_size)
+    with Violations() as bad:
+        size = pagination.page_size(query.page_size, bad)
     if query.state is not None:
         states = frozenset({query.state})
     elif query.show_revoked:
@@ -138,14 +141,10 @@ async def list_keys(uow: UnitOfWork, query: ListQuery) -> tuple[list[ApiKeyRow],
     else:
         states = frozenset({rules.ACTIVE, rules.EXPIRED})
     filters = f"{query.tenant_id}|{query.environment}|{sorted(states)}"
-    after = paging.decode(query.page_token, filters)
+    after = pagination.decode(query.page_token, "ListApiKeys", filters, (datetime, str))
     where = store.ListFilter(query.tenant_id, query.environment, states, uow.clock.now())
     rows = await store.list_keys(uow.session, where, after=after, limit=size + 1)
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        token = paging.encode((rows[-1].create_time, rows[-1].id), filters)
-    return rows, token
+    return pagination.page(rows, size, "ListApiKeys", filters, lambda r: [r.create_time, r.id])
 
 
 _UNSET: Any = object()

@@ -11,6 +11,12 @@ id) ever reaches the database.
 Replicas share the key because they share NEXUS_SECRET_KEY. Tokens are not sealed for
 secrecy (a position is the caller's own data) and do not survive a rotation of the secret
 key: a client mid-way through a listing starts again from the first page.
+
+Every listing pages the same way: `page_size` checks and bounds the size (50 by default,
+1000 at most), the store fetches `size + 1` rows after `decode`'s key, and `page` cuts them
+and mints the next token from the last row's key. A key is a short tuple of strings, ints
+and datetimes; `decode` is told its shape, so what a handler unpacks is always well-typed.
+Short lists held in memory (catalogs, roles) page by offset with `page_of`.
 """
 
 from __future__ import annotations
@@ -21,9 +27,18 @@ import hashlib
 import hmac
 import json
 import os
-from typing import Any
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.validation import Violations
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 1000
+
+T = TypeVar("T")
+Part = str | int | datetime  # one element of a sort key
 
 _TAG = 16  # bytes of HMAC-SHA256 kept: 128 bits, far beyond guessing
 _MAX_TOKEN = 2048  # characters; real tokens are under 200
@@ -85,3 +100,67 @@ def open_token(token: str, rpc: str, query: Any, *, field: str = "page_token") -
     if version != _VERSION or minted_for != rpc or fingerprint != _fingerprint(query):
         raise invalid(field)
     return position
+
+
+def page_size(requested: int, bad: Violations, field: str = "page_size") -> int:
+    """The page size to fetch: 0 means the default, more than the maximum is the maximum
+    (AIP-158); a negative size is a violation."""
+    if requested < 0:
+        bad.add(field, "must not be negative")
+        return DEFAULT_PAGE
+    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+def _dump(part: Part) -> str | int:
+    return part.isoformat() if isinstance(part, datetime) else part
+
+
+def _load(value: Any, kind: type, field: str) -> Part:
+    # bool is an int to Python; a key never holds one.
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is str and isinstance(value, str):
+        return value
+    if kind is datetime and isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise invalid(field)
+
+
+def encode(rpc: str, query: Any, key: Sequence[Part]) -> str:
+    """The token of the page after the row whose sort key is `key`."""
+    return seal(rpc, query, [_dump(p) for p in key])
+
+
+def decode(
+    token: str, rpc: str, query: Any, shape: tuple[type, ...], *, field: str = "page_token"
+) -> tuple[Any, ...] | None:
+    """The sort key a token names, typed as `shape` (e.g. `(datetime, str)`), or None for
+    the first page. Only a token this server minted for `rpc` and `query` opens."""
+    key = open_token(token, rpc, query, field=field)
+    if key is None:
+        return None
+    if not isinstance(key, list) or len(key) != len(shape):
+        raise invalid(field)
+    return tuple(_load(v, kind, field) for v, kind in zip(key, shape, strict=True))
+
+
+def page(
+    rows: Sequence[T], size: int, rpc: str, query: Any, key: Callable[[T], Sequence[Part]]
+) -> tuple[list[T], str]:
+    """The page of `rows` (fetched as `size + 1`, so one more means another page) and the
+    token of the next page, "" after the last."""
+    kept = list(rows[:size])
+    return kept, encode(rpc, query, key(kept[-1])) if len(rows) > size else ""
+
+
+def page_of(rpc: str, items: Sequence[T], page_size_: int, token: str, query: Any) -> tuple[list[T], str]:
+    """A page of a short list held in memory (catalogs, roles): the key is an offset."""
+    with Violations() as bad:
+        size = page_size(page_size_, bad)
+    after = decode(token, rpc, query, (int,))
+    start = after[0] if after is not None else 0
+    end = start + size
+    return list(items[start:end]), encode(rpc, query, [end]) if end < len(items) else ""

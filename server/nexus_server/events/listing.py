@@ -12,14 +12,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from nexus_server.common import pagination
-from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.errors import FieldViolation
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import StoredEvent, UnitOfWork
 from nexus_server.events import store
 from nexus_server.events.envelope import subject_problem
 from nexus_server.events.filters import Filter, build_filter
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 1000
 _ORDERS = {"": False, "sequence": False, "sequence asc": False, "sequence desc": True}
 
 
@@ -58,40 +57,25 @@ def _query(tenant_id: str, q: ListQuery, descending: bool) -> list[object]:
     ]
 
 
-def encode_token(query: list[object], last_sequence: int) -> str:
-    return pagination.seal("ListEvents", query, last_sequence)
-
-
-def decode_token(token: str, query: list[object]) -> int:
-    """The last sequence a token's page returned; PAGE_TOKEN_INVALID if this server did not
-    mint it for this query (pagination.py)."""
-    last = pagination.open_token(token, "ListEvents", query)
-    if not isinstance(last, int) or isinstance(last, bool) or last < 0:
-        raise pagination.invalid()
-    return last
-
-
 def _checked(q: ListQuery) -> tuple[Filter, bool, int]:
-    violations: list[FieldViolation] = []
-    flt = build_filter(q.types, q.sources, violations)
-    problem = subject_problem(q.subject)
-    if problem:
-        violations.append(FieldViolation("subject", problem))
-    if q.start_time and q.end_time and q.end_time <= q.start_time:
-        violations.append(FieldViolation("end_time", "must be later than start_time"))
-    for name, value in (("min_sequence", q.min_sequence), ("max_sequence", q.max_sequence)):
-        if value < 0:
-            violations.append(FieldViolation(name, "must not be negative"))
-    if q.min_sequence > 0 and q.max_sequence > 0 and q.max_sequence < q.min_sequence:
-        violations.append(FieldViolation("max_sequence", "must be at least min_sequence"))
-    order = " ".join(q.order_by.split()).lower()
-    if order not in _ORDERS:
-        violations.append(FieldViolation("order_by", "must be `sequence` or `sequence desc`"))
-    if q.page_size < 0:
-        violations.append(FieldViolation("page_size", "must not be negative"))
-    if violations:
-        raise InvalidArgument(violations)
-    size = min(q.page_size or DEFAULT_PAGE, MAX_PAGE)
+    with Violations() as bad:
+        found: list[FieldViolation] = []
+        flt = build_filter(q.types, q.sources, found)
+        bad.extend(found)
+        problem = subject_problem(q.subject)
+        if problem:
+            bad.add("subject", problem)
+        if q.start_time and q.end_time and q.end_time <= q.start_time:
+            bad.add("end_time", "must be later than start_time")
+        for name, value in (("min_sequence", q.min_sequence), ("max_sequence", q.max_sequence)):
+            if value < 0:
+                bad.add(name, "must not be negative")
+        if q.min_sequence > 0 and q.max_sequence > 0 and q.max_sequence < q.min_sequence:
+            bad.add("max_sequence", "must be at least min_sequence")
+        order = " ".join(q.order_by.split()).lower()
+        if order not in _ORDERS:
+            bad.add("order_by", "must be `sequence` or `sequence desc`")
+        size = pagination.page_size(q.page_size, bad)
     return flt, _ORDERS[order], size
 
 
@@ -103,7 +87,7 @@ async def list_events(
     flt, descending, size = _checked(query)
     flt = replace(flt, hidden=hidden)
     bound = _query(tenant_id, query, descending)
-    after = decode_token(query.page_token, bound) if query.page_token else None
+    after = pagination.decode(query.page_token, "ListEvents", bound, (int,))
     statement = store.page_query(
         tenant_id,
         flt=flt,
@@ -113,11 +97,10 @@ async def list_events(
         min_sequence=query.min_sequence,
         max_sequence=query.max_sequence,
         descending=descending,
-        after=after,
+        after=after[0] if after else None,
         limit=size + 1,
     )
-    rows = list(await store.page(uow.session, statement))
-    more = len(rows) > size
-    rows = rows[:size]
-    token = encode_token(bound, rows[-1].sequence) if more else ""
+    rows, token = pagination.page(
+        list(await store.page(uow.session, statement)), size, "ListEvents", bound, lambda e: [e.sequence]
+    )
     return Page(rows, token)

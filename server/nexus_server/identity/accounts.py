@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -20,6 +21,7 @@ from nexus_server.common.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.identity import onetime, passwords, sessions, store, totp, validation
 from nexus_server.identity.deps import Client, Identity
@@ -286,18 +288,15 @@ async def send_verification_email(deps: Identity, user_id: str) -> None:
 async def list_sessions(
     deps: Identity, *, user_id: str, page_size: int, page_token: str
 ) -> tuple[list[store.SessionRow], str]:
-    size = validation.page_size(page_size)
-    before = validation.decode_page_token("ListSessions", page_token, {"user_id": user_id})
+    with Violations() as bad:
+        size = pagination.page_size(page_size, bad)
+    query = {"user_id": user_id}
+    before = pagination.decode(page_token, "ListSessions", query, (str,))
     async with deps.db.unit_of_work(readonly=True) as uow:
         rows = await store.active_sessions(
-            uow.session, user_id, uow.clock.now(), before_id=before, limit=size + 1
+            uow.session, user_id, uow.clock.now(), before_id=before[0] if before else "", limit=size + 1
         )
-    next_token = (
-        validation.encode_page_token("ListSessions", rows[size - 1].id, {"user_id": user_id})
-        if len(rows) > size
-        else ""
-    )
-    return rows[:size], next_token
+    return pagination.page(rows, size, "ListSessions", query, lambda r: [r.id])
 
 
 async def revoke_session(deps: Identity, *, user_id: str, session_id: str) -> None:

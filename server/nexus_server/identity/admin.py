@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -13,6 +14,7 @@ from nexus_server.common.errors import (
     PreconditionViolation,
 )
 from nexus_server.common.ids import is_id
+from nexus_server.common.validation import Violations
 from nexus_server.identity import passwords, sessions, store, validation
 from nexus_server.identity.deps import Identity
 
@@ -30,18 +32,20 @@ def _user_id(value: str, field: str = "id") -> str:
 async def list_users(
     deps: Identity, *, page_size: int, page_token: str, email: str, status: str
 ) -> tuple[list[store.UserRow], str]:
-    size = validation.page_size(page_size)
+    with Violations() as bad:
+        size = pagination.page_size(page_size, bad)
     validation.bounded(email, "email", validation.MAX_EMAIL)
     filters = {"email": email.strip().lower(), "status": status}
-    after = validation.decode_page_token("ListUsers", page_token, filters)
+    after = pagination.decode(page_token, "ListUsers", filters, (str,))
     async with deps.db.unit_of_work(readonly=True) as uow:
         rows = await store.list_users(
-            uow.session, after_id=after, email_contains=filters["email"], status=status, limit=size + 1
+            uow.session,
+            after_id=after[0] if after else "",
+            email_contains=filters["email"],
+            status=status,
+            limit=size + 1,
         )
-    next_token = (
-        validation.encode_page_token("ListUsers", rows[size - 1].id, filters) if len(rows) > size else ""
-    )
-    return rows[:size], next_token
+    return pagination.page(rows, size, "ListUsers", filters, lambda r: [r.id])
 
 
 async def get_user(deps: Identity, user_id: str) -> store.UserRow:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-from nexus_server.common import pagination
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 
 MAX_EMAIL = 254
@@ -47,26 +46,3 @@ def bounded(value: str, field: str, max_chars: int) -> str:
         # Valid UTF-8 and valid protobuf, but PostgreSQL's text cannot hold it.
         raise InvalidArgument(FieldViolation(field, "must not contain NUL characters"))
     return value
-
-
-def page_size(value: int, field: str = "page_size") -> int:
-    if value < 0:
-        raise InvalidArgument(FieldViolation(field, "must not be negative"))
-    return 50 if value == 0 else min(value, 1000)
-
-
-def encode_page_token(rpc: str, after: str, filters: dict[str, str] | None = None) -> str:
-    return pagination.seal(rpc, filters or {}, after)
-
-
-def decode_page_token(
-    rpc: str, token: str, filters: dict[str, str] | None = None, field: str = "page_token"
-) -> str:
-    """The position a page token names ('' for none); only a token this server minted for
-    `rpc` and these filters passes (pagination.py)."""
-    after = pagination.open_token(token, rpc, filters or {}, field=field)
-    if after is None:
-        return ""
-    if not isinstance(after, str):
-        raise pagination.invalid(field)
-    return after

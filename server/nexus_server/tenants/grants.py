@@ -4,10 +4,11 @@ them (CheckPermission, the access token's `projects` claim)."""
 from __future__ import annotations
 
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from nexus_server.common.projects import KEY, ROLE_ORDER, Project
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import access, paging, rules, store
+from nexus_server.tenants import access, rules, store
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BY_NAME
 from nexus_server.tenants.workflows import invalidate_member
@@ -98,13 +99,9 @@ async def list_grants(
         violations.append(FieldViolation("project", "must be a project key such as nexus-sales"))
     rules.raise_if(violations)
     filters = [tenant_id, user_id, project]
-    after = paging.decode("ListProjectAccess", page_token, filters, 2)
+    after = pagination.decode(page_token, "ListProjectAccess", filters, (str, str))
     rows = await store.list_grants(uow.session, tenant_id, after, size + 1, user_id=user_id, project=project)
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        token = paging.encode("ListProjectAccess", filters, [rows[-1].user_id, rows[-1].project])
-    return rows, token
+    return pagination.page(rows, size, "ListProjectAccess", filters, lambda r: [r.user_id, r.project])
 
 
 async def check(

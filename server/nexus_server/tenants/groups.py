@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -13,7 +16,7 @@ from nexus_server.common.errors import (
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import paging, rules, store
+from nexus_server.tenants import rules, store
 from nexus_server.tenants.actor import (
     Actor,
     require_known_roles,
@@ -218,10 +221,6 @@ async def list_groups(
     violations += rules.identifier(user_id, "usr", "user_id", required=False)
     rules.raise_if(violations)
     filters = [tenant_id, user_id]
-    after = paging.decode("ListGroups", page_token, filters, 2)
+    after = pagination.decode(page_token, "ListGroups", filters, (datetime, str))
     rows = await store.list_groups(uow.session, tenant_id, after, size + 1, user_id=user_id)
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        token = paging.encode("ListGroups", filters, [rows[-1].create_time.isoformat(), rows[-1].id])
-    return rows, token
+    return pagination.page(rows, size, "ListGroups", filters, lambda r: [r.create_time, r.id])

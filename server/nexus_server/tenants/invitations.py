@@ -18,9 +18,10 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -31,7 +32,7 @@ from nexus_server.common.errors import (
 )
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import paging, rules, store
+from nexus_server.tenants import rules, store
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.people import People
 from nexus_server.tenants.workflows import invalidate_member
@@ -236,12 +237,8 @@ async def list_invitations(
     size, violations = rules.page_size(page_size)
     rules.raise_if(violations)
     filters = [tenant_id, state]
-    after = paging.decode("ListInvitations", page_token, filters, 2)
+    after = pagination.decode(page_token, "ListInvitations", filters, (datetime, str))
     rows = await store.list_invitations(
         uow.session, tenant_id, after, size + 1, state=state, now=uow.clock.now()
     )
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        token = paging.encode("ListInvitations", filters, [rows[-1].create_time.isoformat(), rows[-1].id])
-    return rows, token
+    return pagination.page(rows, size, "ListInvitations", filters, lambda r: [r.create_time, r.id])

@@ -7,10 +7,11 @@ other at once cannot leave a tenant without an owner.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -20,7 +21,7 @@ from nexus_server.common.errors import (
     PreconditionViolation,
 )
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import access, paging, rules, store
+from nexus_server.tenants import access, rules, store
 from nexus_server.tenants.actor import (
     Actor,
     require_known_roles,
@@ -227,7 +228,7 @@ async def list_members(uow: UnitOfWork, people: People, q: MemberQuery) -> tuple
     text, more = rules.text_name(q.query, "query", limit=100, required=False)
     rules.raise_if(violations + more)
     filters = [q.tenant_id, q.role, q.group_id, text]
-    after = paging.decode("ListMembers", q.page_token, filters, 2)
+    after = pagination.decode(q.page_token, "ListMembers", filters, (datetime, str))
     user_ids: set[str] | None = None
     if q.group_id:
         user_ids = set((await store.group_members_of(uow.session, [q.group_id])).get(q.group_id, ()))
@@ -244,10 +245,7 @@ async def list_members(uow: UnitOfWork, people: People, q: MemberQuery) -> tuple
         user_ids=sorted(user_ids) if user_ids is not None else None,
         matching=people.ids_matching(text) if text else None,
     )
-    token = ""
-    if len(rows) > size:
-        rows = rows[:size]
-        token = paging.encode("ListMembers", filters, [rows[-1].create_time.isoformat(), rows[-1].user_id])
+    rows, token = pagination.page(rows, size, "ListMembers", filters, lambda r: [r.create_time, r.user_id])
     return await _views(uow, people, rows), token
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from nexus_server.common import pagination
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.ids import is_id
 from nexus_server.common.text import has_control
+from nexus_server.common.validation import Violations
 from nexus_server.tenants.domains import DomainError, normalise_domain
 from nexus_server.tenants.permissions import BUILT_IN_ROLES
 
@@ -21,8 +23,6 @@ RESERVED_SLUGS = frozenset(
 )
 _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 MAX_ROLES = 20
-MAX_PAGE = 1000
-DEFAULT_PAGE = 50
 
 
 def raise_if(violations: list[FieldViolation]) -> None:
@@ -95,9 +95,10 @@ def identifier(value: str, prefix: str, field: str, *, required: bool = True) ->
 
 
 def page_size(value: int, field: str = "page_size") -> tuple[int, list[FieldViolation]]:
-    if value < 0:
-        return 0, [FieldViolation(field, "must not be negative")]
-    return min(value or DEFAULT_PAGE, MAX_PAGE), []
+    """common/pagination.py's bounds, in this module's (violations, value) style."""
+    bad = Violations()
+    size = pagination.page_size(value, bad, field)
+    return size, list(bad.found)
 
 
 def role_names(

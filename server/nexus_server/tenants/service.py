@@ -16,6 +16,7 @@ from nexus.tenant.v1 import tenant_service_pb2 as pb
 from nexus.tenant.v1 import tenant_service_pb2_grpc as rpc
 from nexus_server.app.context import AppContext
 from nexus_server.auth.principal import Principal
+from nexus_server.common import pagination
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.projects import Project
 from nexus_server.interceptors.call import current_call
@@ -25,7 +26,6 @@ from nexus_server.tenants import (
     groups,
     invitations,
     members,
-    paging,
     roles,
     workflows,
 )
@@ -270,7 +270,7 @@ class TenantServicer(rpc.TenantServiceServicer):
     async def ListRoles(self, request: pb.ListRolesRequest, context: Any) -> pb.ListRolesResponse:
         async with self.db.unit_of_work(readonly=True) as uow:
             views = await roles.list_roles(uow, request.tenant_id)
-        page, token = paging.page_of(
+        page, token = pagination.page_of(
             "ListRoles", views, request.page_size, request.page_token, ["roles", request.tenant_id]
         )
         return pb.ListRolesResponse(roles=[convert.role(v) for v in page], next_page_token=token)
@@ -303,7 +303,7 @@ class TenantServicer(rpc.TenantServiceServicer):
     async def ListPermissions(
         self, request: pb.ListPermissionsRequest, context: Any
     ) -> pb.ListPermissionsResponse:
-        page, token = paging.page_of(
+        page, token = pagination.page_of(
             "ListPermissions", list(CATALOG), request.page_size, request.page_token, ["permissions"]
         )
         return pb.ListPermissionsResponse(
@@ -371,7 +371,7 @@ class TenantServicer(rpc.TenantServiceServicer):
     # --- projects --------------------------------------------------------------------------
 
     async def ListProjects(self, request: pb.ListProjectsRequest, context: Any) -> pb.ListProjectsResponse:
-        page, token = paging.page_of(
+        page, token = pagination.page_of(
             "ListProjects", list(self.catalog), request.page_size, request.page_token, ["projects"]
         )
         return pb.ListProjectsResponse(projects=[convert.project(p) for p in page], next_page_token=token)

@@ -224,7 +224,7 @@ async def set_status(
 
 
 async def list_tenants(
-    session: AsyncSession, where: TenantFilter, after: list[str] | None, limit: int
+    session: AsyncSession, where: TenantFilter, after: Sequence[Any] | None, limit: int
 ) -> list[TenantRow]:
     query = select(tenants).where(tenants.c.status.in_(where.statuses))
     if where.user_id is not None:
@@ -243,9 +243,7 @@ async def list_tenants(
     if where.domain:
         query = query.where(tenants.c.domain == where.domain)
     if after is not None:
-        query = query.where(
-            _after([tenants.c.create_time, tenants.c.id], [datetime.fromisoformat(after[0]), after[1]])
-        )
+        query = query.where(_after([tenants.c.create_time, tenants.c.id], after))
     query = query.order_by(tenants.c.create_time, tenants.c.id).limit(limit)
     return [TenantRow(**r) for r in (await session.execute(query)).mappings()]
 
@@ -319,7 +317,7 @@ async def count_owners(session: AsyncSession, tenant_id: str) -> int:
 async def list_members(
     session: AsyncSession,
     tenant_id: str,
-    after: list[str] | None,
+    after: Sequence[Any] | None,
     limit: int,
     *,
     user_ids: Sequence[str] | None = None,
@@ -335,7 +333,7 @@ async def list_members(
         query = query.where(
             _after(
                 [memberships.c.create_time, memberships.c.user_id],
-                [datetime.fromisoformat(after[0]), after[1]],
+                after,
             )
         )
     query = query.order_by(memberships.c.create_time, memberships.c.user_id).limit(limit)
@@ -456,7 +454,7 @@ async def delete_group(session: AsyncSession, group_id: str) -> None:
 
 
 async def list_groups(
-    session: AsyncSession, tenant_id: str, after: list[str] | None, limit: int, *, user_id: str = ""
+    session: AsyncSession, tenant_id: str, after: Sequence[Any] | None, limit: int, *, user_id: str = ""
 ) -> list[GroupRow]:
     query = select(groups).where(groups.c.tenant_id == tenant_id)
     if user_id:
@@ -464,9 +462,7 @@ async def list_groups(
             groups.c.id.in_(select(group_members.c.group_id).where(group_members.c.user_id == user_id))
         )
     if after is not None:
-        query = query.where(
-            _after([groups.c.create_time, groups.c.id], [datetime.fromisoformat(after[0]), after[1]])
-        )
+        query = query.where(_after([groups.c.create_time, groups.c.id], after))
     rows = list(await session.execute(query.order_by(groups.c.create_time, groups.c.id).limit(limit)))
     members = await group_members_of(session, [r.id for r in rows])
     return [_group(r, members[r.id]) for r in rows]
@@ -572,7 +568,7 @@ async def delete_grant(session: AsyncSession, tenant_id: str, user_id: str, proj
 async def list_grants(
     session: AsyncSession,
     tenant_id: str,
-    after: list[str] | None,
+    after: Sequence[Any] | None,
     limit: int,
     *,
     user_id: str = "",
@@ -651,7 +647,7 @@ async def pending_invitations_of_tenant(session: AsyncSession, tenant_id: str) -
 async def list_invitations(
     session: AsyncSession,
     tenant_id: str,
-    after: list[str] | None,
+    after: Sequence[Any] | None,
     limit: int,
     *,
     state: str = "",
@@ -666,7 +662,7 @@ async def list_invitations(
         query = query.where(invitations.c.state == state)
     if after is not None:
         # Newest first: strictly before the key.
-        created, last_id = datetime.fromisoformat(after[0]), after[1]
+        created, last_id = after
         query = query.where(
             or_(
                 invitations.c.create_time < created,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -24,7 +26,7 @@ from nexus_server.common.errors import (
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import domain_proof, paging, rules, store
+from nexus_server.tenants import domain_proof, rules, store
 from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.directory import MEMBERSHIP, TENANT
 from nexus_server.tenants.locking import lock_tenant
@@ -318,7 +320,7 @@ async def list_tenants(
             metadata={"required_role": "platform_admin"},
         )
     filters = [query.all_tenants, actor.user_id, name, slug, domain, query.status]
-    after = paging.decode("ListTenants", query.page_token, filters, 2)
+    after = pagination.decode(query.page_token, "ListTenants", filters, (datetime, str))
     where = store.TenantFilter(
         user_id=None if query.all_tenants else actor.user_id,
         name=name,
@@ -327,11 +329,7 @@ async def list_tenants(
         statuses=(query.status,) if query.status else ("active", "suspended"),
     )
     found = await store.list_tenants(uow.session, where, after, size + 1)
-    token = ""
-    if len(found) > size:
-        found = found[:size]
-        token = paging.encode("ListTenants", filters, [found[-1].create_time.isoformat(), found[-1].id])
-    return found, token
+    return pagination.page(found, size, "ListTenants", filters, lambda r: [r.create_time, r.id])
 
 
 async def resolve_tenant(
