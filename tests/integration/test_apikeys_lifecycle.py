@@ -349,3 +349,27 @@ async def test_lists_are_newest_first_and_page_tokens_are_bound_to_their_filters
                 )
         assert raised.value.reason == "PAGE_TOKEN_INVALID"
     assert seen == list(reversed(ids))
+
+
+async def test_made_up_key_ids_fill_a_bounded_cache_and_never_evict_real_keys(
+    database_url: str, clock: FrozenClock
+) -> None:
+    # Anyone can present a well-formed key: the checksum is public. A flood of made-up ids
+    # must neither grow memory without bound nor send real keys back to the database.
+    r = _replica(database_url, clock)
+    r.verifier = KeyVerifier(r.db, r.revocations, r.last_used, max_absent=50)
+    try:
+        _, real = await _issue(r)
+        await r.verifier.verify_api_key(real)
+        for _ in range(300):
+            made_up = key_format.new_full_key(key_format.new_key_id())
+            with pytest.raises(Unauthenticated):
+                await r.verifier.verify_api_key(made_up)
+        known, absent = r.verifier.cached_count()
+        assert known == 1
+        assert 0 < absent <= 50
+        r.statements.clear()
+        await r.verifier.verify_api_key(real)
+        assert r.statements == []
+    finally:
+        await r.db.dispose()

@@ -32,6 +32,7 @@ from nexus_server.db.uow import Database
 MAX_BATCH = 500  # keys read in one query
 MAX_READERS = 1  # one read out at a time: measured best (each read costs its own CPU)
 MAX_PRESENTED = 10_000  # keys remembered as matched (see KeyVerifier._presented)
+MAX_ABSENT = 10_000  # ids remembered as having no key (see KeyVerifier._absent)
 MALFORMED = "malformed"
 NOT_FOUND = "not_found"
 
@@ -71,13 +72,27 @@ _authenticated: ContextVar[tuple[str, str, _Entry, Check] | None] = ContextVar("
 
 
 class KeyVerifier:
-    def __init__(self, db: Database, revocations: Revocations, last_used: LastUsed, *, ttl: float = 10.0):
+    def __init__(
+        self,
+        db: Database,
+        revocations: Revocations,
+        last_used: LastUsed,
+        *,
+        ttl: float = 10.0,
+        max_absent: int = MAX_ABSENT,
+    ):
         self.db = db
         self.clock = db.clock
         self.revocations = revocations
         self.last_used = last_used
         self.ttl = ttl
+        # Records of keys that exist: as many as the database holds, which only a signed-in
+        # caller can grow.
         self._cache: dict[str, _Entry] = {}
+        # Ids that have no key. Anyone can present a well-formed key (the checksum is public),
+        # so this one is bounded, and apart from the first: a flood of made-up ids clears only
+        # other made-up ids, never sends real keys back to the database.
+        self._absent: Memo[str, _Entry] = Memo(max_absent)
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
         self._queued: list[str] = []  # keys whose records the reader is to read next
         self._readers: set[asyncio.Task[None]] = set()
@@ -97,14 +112,19 @@ class KeyVerifier:
         if kind == FEED_KIND:
             self._epoch += 1
             self._cache.pop(subject, None)
+            self._absent.pop(subject, None)
 
     def invalidate_all(self) -> None:
         self._epoch += 1
         self._cache.clear()
+        self._absent.clear()
         self._presented.clear()
 
+    def _cached(self, key_id: str) -> _Entry | None:
+        return self._cache.get(key_id) or self._absent.get(key_id)
+
     async def _entry(self, key_id: str) -> _Entry:
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is not None and time.monotonic() - entry.fetched < self.ttl:
             return entry
         future = self._loading.get(key_id)
@@ -148,7 +168,10 @@ class KeyVerifier:
         for key_id in batch:
             entry = _entry_of(rows.get(key_id), fetched)
             if epoch == self._epoch:  # no invalidation since the read began: trust it
-                self._cache[key_id] = entry
+                if entry.row is not None:
+                    self._cache[key_id] = entry
+                else:
+                    self._absent.put(key_id, entry)
             future = self._loading.pop(key_id, None)
             if future is not None and not future.done():
                 future.set_result(entry)
@@ -174,7 +197,7 @@ class KeyVerifier:
         key_id = key_format.key_id_of(full_key)
         if key_id is None:
             return _MALFORMED
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None or time.monotonic() - entry.fetched >= self.ttl:
             entry = await self._entry(key_id)
         return self._match(entry, full_key)[0]
@@ -211,6 +234,10 @@ class KeyVerifier:
             return entry.active
         return Check(state, row, previous)
 
+    def cached_count(self) -> tuple[int, int]:
+        """(records of keys, ids known to have none) held in memory."""
+        return len(self._cache), len(self._absent)
+
     def note_use(self, key_id: str, when: datetime | None = None) -> None:
         self.last_used.note(key_id, when or self.clock.now())
 
@@ -228,7 +255,7 @@ class KeyVerifier:
 
     async def rate_limit_of(self, key_id: str) -> int:
         """The key's calls per minute, from the cache the verification just filled."""
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None:
             entry = await self._entry(key_id)
         return entry.row.rate_limit_per_minute if entry.row else rules.DEFAULT_RATE_LIMIT
@@ -262,7 +289,7 @@ class KeyVerifier:
         key_id = key_format.key_id_of(key)
         if key_id is None:
             raise Unauthenticated(_MESSAGES[MALFORMED], reason="CREDENTIALS_INVALID")
-        entry = self._cache.get(key_id)
+        entry = self._cached(key_id)
         if entry is None or time.monotonic() - entry.fetched >= self.ttl:
             entry = await self._entry(key_id)
         result, now = self._match(entry, key)
