@@ -20,7 +20,7 @@ from nexus_server.common.ids import new_id
 from nexus_server.config import Settings
 from nexus_server.ratelimit.overrides import set_override
 from tests.conftest import REDIS_URL
-from tests.support import issue_key, key_metadata, make_tenant, status_detail
+from tests.support import issue_key, key_metadata, make_tenant, register_user, status_detail
 
 
 async def _list(
@@ -162,3 +162,26 @@ async def test_two_servers_sharing_redis_share_one_limit(settings: Settings) -> 
             await _list(channel, key)
         for channel in (channel_a, channel_b):
             assert (await _refused(channel, key)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_stranger_naming_a_tenant_cannot_spend_its_allowance(
+    channel: grpc.aio.Channel, server: tuple[NexusServer, int]
+) -> None:
+    # RPCs any signed-in person may call take x-tenant-id without a membership check; what
+    # they charge must be the person's own limit only, or anyone could drain a tenant's.
+    from nexus.identity.v1 import identity_service_pb2 as ipb
+    from nexus.identity.v1 import identity_service_pb2_grpc as irpc
+
+    srv = server[0]
+    victim = await make_tenant(srv, new_id("usr"))
+    async with srv.db.unit_of_work() as uow:
+        await set_override(uow, srv.ctx.revocations, "tenant", victim, 3)
+    key = await issue_key(srv, victim, ["apikeys:read"])
+    stranger = await register_user(channel)
+    identity = irpc.IdentityServiceStub(channel)
+    for _ in range(5):
+        call = identity.GetCurrentUser(ipb.GetCurrentUserRequest(), metadata=stranger.metadata(victim))
+        await call
+        assert '"tenant"' not in dict(await call.trailing_metadata())["ratelimit-policy"]
+    for _ in range(3):  # the tenant's whole allowance is still its own
+        await _list(channel, key)

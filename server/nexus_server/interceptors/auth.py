@@ -125,6 +125,7 @@ class Authentication:
     async def _authorize_key(self, call: Call, principal: Principal, rule: access_pb2.AccessRule) -> None:
         authorization.check_key(call.method.name, rule, principal, self._requested_tenant(call))
         call.tenant_id = principal.tenant_id
+        call.tenant_is_callers = True
         call.tenant_status = await self._check_status(principal.tenant_id, principal)
 
     async def _authorize_user(self, call: Call, principal: Principal, rule: access_pb2.AccessRule) -> None:
@@ -135,6 +136,7 @@ class Authentication:
         tenant_id = self._requested_tenant(call) or await self._domain_tenant(call) or principal.tenant_id
         if rule.caller == access_pb2.CALLER_USER:
             call.tenant_id = tenant_id
+            call.tenant_is_callers = bool(tenant_id) and tenant_id == principal.tenant_id
             return
         if not tenant_id:
             raise InvalidArgument(
@@ -144,6 +146,7 @@ class Authentication:
         call.tenant_id = tenant_id
         membership = await self._membership(principal, tenant_id)
         authorization.check_member(tenant_id, membership, principal)
+        call.tenant_is_callers = membership is not None
         if membership is None:  # a platform administrator acting on a tenant they are not in
             await self._check_status(tenant_id, principal)
             return

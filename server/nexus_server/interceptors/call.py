@@ -57,6 +57,7 @@ class Call:
         "response_metadata",
         "started",
         "tenant_id",
+        "tenant_is_callers",
         "tenant_status",
         "trailing_metadata",
         "watch",
@@ -84,6 +85,10 @@ class Call:
         # Filled by authentication (issue 4/5): who is calling and for which tenant.
         self.principal: Principal | None = None
         self.tenant_id = ""
+        # Whether `tenant_id` is the caller's own: a key's tenant, one their membership was
+        # checked in, or the one their token was issued for. RPCs open to anyone signed in
+        # take x-tenant-id unchecked, and what is unchecked must not be charged to a tenant.
+        self.tenant_is_callers = False
         # The tenant's status as authentication found it for this call, when
         # it looked it up: later checks in the same call need not ask the directory again.
         self.tenant_status: TenantStatus | None = None

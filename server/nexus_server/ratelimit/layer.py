@@ -28,9 +28,11 @@ class RateLimitLayer:
         principal = call.principal
         if principal is None:
             return  # public RPCs, health and reflection
-        limits = self.policies.cached_limits(principal, call.tenant_id)
+        # Only a tenant that is the caller's own is charged (Call.tenant_is_callers).
+        tenant_id = call.tenant_id if call.tenant_is_callers else ""
+        limits = self.policies.cached_limits(principal, tenant_id)
         if limits is None:
-            limits = await self.policies.limits_for(principal, call.tenant_id)
+            limits = await self.policies.limits_for(principal, tenant_id)
         try:
             decision = await self.limiter.charge(limits, 1)
         except BackendUnavailable:
