@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from nexus_server.auth.principal import Principal
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common.memo import Memo
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.ratelimit import store
 from nexus_server.ratelimit.limits import Limit
@@ -27,6 +28,7 @@ from nexus_server.ratelimit.overrides import FEED_KIND
 PLAN_DEFAULTS = {"free": 12_000, "pro": 60_000, "business": 300_000, "enterprise": 1_200_000}
 UNKNOWN_PLAN = 12_000
 _NEVER = float("-inf")
+MAX_PLANS = 50_000  # tenants whose plan is remembered; past it the memo starts again
 TENANT_FEED = "tenant"  # tenants' feed kind: status, plan or domain changed
 
 KeyLimit = Callable[[str], Awaitable[int]]
@@ -61,7 +63,8 @@ class Policies:
         self._overrides: dict[tuple[str, str], int] = {}
         self._overrides_at = _NEVER
         self._epoch = 0  # bumped by each invalidation: a read racing one is not trusted
-        self._plans: dict[str, tuple[float, str]] = {}
+        self._plans: Memo[str, tuple[float, str]] = Memo(MAX_PLANS)
+        self._plan_epoch = 0  # bumped by each tenant change, as _epoch is for overrides
         self._lock = asyncio.Lock()
         revocations.on_revoke(self._invalidate)
 
@@ -70,6 +73,7 @@ class Policies:
             self._epoch += 1
             self._overrides_at = _NEVER
         elif kind == TENANT_FEED:
+            self._plan_epoch += 1
             self._plans.pop(subject, None)
 
     async def _fresh_overrides(self) -> dict[tuple[str, str], int]:
@@ -87,9 +91,13 @@ class Policies:
         cached = self._plans.get(tenant_id)
         if cached is not None and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
+        started, epoch = time.monotonic(), self._plan_epoch
         async with self.db.unit_of_work(readonly=True) as uow:
             plan = await self.plan_of(uow, tenant_id)
-        self._plans[tenant_id] = (time.monotonic(), plan)
+        # A plan change announced while we read may not be in what we read: use it for this
+        # call, but do not remember it past the change.
+        if epoch == self._plan_epoch:
+            self._plans.put(tenant_id, (started, plan))
         return plan
 
     async def tenant_limit(self, tenant_id: str) -> int:
