@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nexus_server.common import pagination
-from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
+from nexus_server.common.errors import InvalidArgument, PermissionDenied
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import StoredEvent
 from nexus_server.events import envelope
 from nexus_server.events.envelope import Draft
@@ -21,9 +22,9 @@ segment = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
 
 
 def _filter(types: list[str], sources: list[str] = []) -> Filter:  # noqa: B006
-    problems: list[FieldViolation] = []
+    problems = Violations()
     flt = build_filter(types, sources, problems)
-    assert problems == []
+    assert problems.found == ()
     return flt
 
 
@@ -57,15 +58,15 @@ def test_sources_must_also_match() -> None:
 
 @pytest.mark.parametrize("pattern", ["Deal.*", "deal.", "deal.**", "*.won", "deal", ".*", "x" * 129])
 def test_malformed_patterns_are_named(pattern: str) -> None:
-    problems: list[FieldViolation] = []
+    problems = Violations()
     build_filter([pattern], [], problems)
-    assert [p.field for p in problems] == ["types[0]"]
+    assert [p.field for p in problems.found] == ["types[0]"]
 
 
 def test_more_than_twenty_patterns_are_refused() -> None:
-    problems: list[FieldViolation] = []
+    problems = Violations()
     build_filter(["a.b"] * 21, [], problems)
-    assert "types" in {p.field for p in problems}
+    assert "types" in {p.field for p in problems.found}
 
 
 def test_data_is_limited_to_64_kib_of_compact_json() -> None:

@@ -6,6 +6,7 @@ import bcrypt
 import pytest
 
 from nexus_server.common.errors import InvalidArgument
+from nexus_server.common.validation import Violations
 from nexus_server.config import Settings
 from nexus_server.identity import passwords, validation
 
@@ -56,9 +57,10 @@ async def test_hashes_verify_and_unknown_users_check_a_dummy() -> None:
     "address", ["", "no-at-sign", "a@b", "a@@b.co", "a b@c.co", "x" * 250 + "@b.co", "a..b@c.co"]
 )
 def test_malformed_emails_are_invalid(address: str) -> None:
-    with pytest.raises(InvalidArgument):
-        validation.email(address)
+    with pytest.raises(InvalidArgument), Violations() as bad:
+        validation.email(address, "email", bad)
 
 
 def test_emails_are_trimmed_and_lower_cased() -> None:
-    assert validation.email("  Ann.Lee+x@Example.ORG ") == "ann.lee+x@example.org"
+    with Violations() as bad:
+        assert validation.email("  Ann.Lee+x@Example.ORG ", "email", bad) == "ann.lee+x@example.org"

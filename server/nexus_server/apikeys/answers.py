@@ -19,7 +19,7 @@ from nexus_server.apikeys import rules
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.apikeys.verifier import MALFORMED, NOT_FOUND, KeyVerifier
 from nexus_server.auth.principal import Principal
-from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.validation import Violations
 from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.ratelimit.limits import BackendUnavailable, Decision, Limit, LimitState
 
@@ -66,21 +66,19 @@ def own_charge(decision: Decision | None, caller: Principal | None) -> LimitStat
 
 
 def validate(key: str, required_scopes: list[str], cost: int) -> None:
-    violations = []
-    if not key:
-        violations.append(FieldViolation("key", "must not be empty"))
-    elif len(key) > MAX_KEY:
-        violations.append(FieldViolation("key", f"must be at most {MAX_KEY} characters"))
-    if len(required_scopes) > MAX_REQUIRED:
-        violations.append(FieldViolation("required_scopes", f"must hold at most {MAX_REQUIRED} entries"))
-    else:
-        for index, scope in enumerate(required_scopes):
-            if scope not in rules.SCOPES:
-                violations.append(FieldViolation(f"required_scopes[{index}]", "unknown scope"))
-    if not 0 <= cost <= MAX_COST:
-        violations.append(FieldViolation("rate_limit_cost", f"must be from 0 to {MAX_COST}"))
-    if violations:
-        raise InvalidArgument(violations)
+    with Violations() as bad:
+        if not key:
+            bad.add("key", "must not be empty")
+        elif len(key) > MAX_KEY:
+            bad.add("key", f"must be at most {MAX_KEY} characters")
+        if len(required_scopes) > MAX_REQUIRED:
+            bad.add("required_scopes", f"must hold at most {MAX_REQUIRED} entries")
+        else:
+            for index, scope in enumerate(required_scopes):
+                if scope not in rules.SCOPES:
+                    bad.add(f"required_scopes[{index}]", "unknown scope")
+        if not 0 <= cost <= MAX_COST:
+            bad.add("rate_limit_cost", f"must be from 0 to {MAX_COST}")
 
 
 async def verify(

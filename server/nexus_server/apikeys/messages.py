@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
 from nexus.apikey.v1 import api_key_pb2, apikey_service_pb2
 from nexus_server.apikeys import answers, rules
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.apikeys.workflows import UPDATABLE, KeyUpdate, ListQuery
+from nexus_server.common import timestamps
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.memo import Memo
+from nexus_server.common.validation import Violations
 
 ApiKey = api_key_pb2.ApiKey
 Reason = apikey_service_pb2.VerifyApiKeyResponse
@@ -37,58 +39,23 @@ _REASONS = {
     answers.INSUFFICIENT_SCOPE: Reason.REASON_INSUFFICIENT_SCOPE,
     answers.RATE_LIMITED: Reason.REASON_RATE_LIMITED,
 }
-# google.protobuf.Timestamp's valid range (0001-01-01 to 9999-12-31).
-_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 
-def _ts(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _duration(value: timedelta) -> duration_pb2.Duration:
-    d = duration_pb2.Duration()
-    d.FromTimedelta(value)
-    return d
-
-
-def to_datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
-    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
-        raise InvalidArgument(FieldViolation(field, "is not a valid timestamp"))
-    return ts.ToDatetime(tzinfo=UTC)
-
-
-def to_timedelta(d: duration_pb2.Duration, field: str, maximum: timedelta) -> timedelta:
-    """A non-negative duration of at most `maximum`; anything else is a field violation."""
-    seconds, nanos = d.seconds, d.nanos
-    if (
-        not -999_999_999 <= nanos <= 999_999_999
-        or seconds < 0
-        or nanos < 0
-        or seconds > maximum.total_seconds()
-    ):
-        raise InvalidArgument(FieldViolation(field, f"must be from 0 to {maximum.days} days"))
-    value = timedelta(seconds=seconds, microseconds=nanos // 1000)
-    if value > maximum:
-        raise InvalidArgument(FieldViolation(field, f"must be from 0 to {maximum.days} days"))
-    return value
-
-
-def environment_of(number: int, field: str, *, allow_unspecified: bool) -> str | None:
-    if number == ApiKey.ENVIRONMENT_UNSPECIFIED and allow_unspecified:
+def environment_of(number: int, field: str, bad: Violations) -> str | None:
+    """A list filter's environment; unspecified means any."""
+    if number == ApiKey.ENVIRONMENT_UNSPECIFIED:
         return None
     if number not in ENVIRONMENT_NAMES:
-        raise InvalidArgument(FieldViolation(field, "must be ENVIRONMENT_TEST or ENVIRONMENT_LIVE"))
-    return ENVIRONMENT_NAMES[number]
+        bad.add(field, "must be ENVIRONMENT_TEST or ENVIRONMENT_LIVE")
+    return ENVIRONMENT_NAMES.get(number)
 
 
-def state_of(number: int) -> str | None:
+def state_of(number: int, field: str, bad: Violations) -> str | None:
     if number == ApiKey.STATE_UNSPECIFIED:
         return None
     if number not in STATE_NAMES:
-        raise InvalidArgument(FieldViolation("state", "must be STATE_ACTIVE, STATE_REVOKED or STATE_EXPIRED"))
-    return STATE_NAMES[number]
+        bad.add(field, "must be STATE_ACTIVE, STATE_REVOKED or STATE_EXPIRED")
+    return STATE_NAMES.get(number)
 
 
 class NewKey(TypedDict):
@@ -105,7 +72,8 @@ def new_key(request: apikey_service_pb2.CreateApiKeyRequest) -> NewKey:
     if not request.HasField("api_key"):
         raise InvalidArgument(FieldViolation("api_key", "is required"))
     key = request.api_key
-    expire = to_datetime(key.expire_time, "api_key.expire_time") if key.HasField("expire_time") else None
+    with Violations() as bad:
+        expire = _expire_time(key, bad)
     return NewKey(
         name=key.name,
         scopes=list(key.scopes),
@@ -117,15 +85,29 @@ def new_key(request: apikey_service_pb2.CreateApiKeyRequest) -> NewKey:
     )
 
 
+def _expire_time(key: ApiKey, bad: Violations) -> datetime | None:
+    if not key.HasField("expire_time"):
+        return None
+    return timestamps.to_datetime(key.expire_time, "api_key.expire_time", bad)
+
+
 def list_query(request: apikey_service_pb2.ListApiKeysRequest, tenant_id: str) -> ListQuery:
+    with Violations() as bad:
+        environment = environment_of(request.environment, "environment", bad)
+        state = state_of(request.state, "state", bad)
     return ListQuery(
         tenant_id=tenant_id,
         page_size=request.page_size,
         page_token=request.page_token,
-        environment=environment_of(request.environment, "environment", allow_unspecified=True),
-        state=state_of(request.state),
+        environment=environment,
+        state=state,
         show_revoked=request.show_revoked,
     )
+
+
+def grace_period(request: apikey_service_pb2.RotateApiKeyRequest) -> timedelta:
+    with Violations() as bad:
+        return timestamps.to_timedelta(request.grace_period, "grace_period", rules.MAX_GRACE, bad)
 
 
 def keys_page(
@@ -155,15 +137,15 @@ def api_key(row: ApiKeyRow, now: datetime) -> api_key_pb2.ApiKey:
         state=_STATE_ENUM[rules.state_of(row, now)],
         start=row.start,
         created_by=row.created_by,
-        create_time=_ts(row.create_time),
-        update_time=_ts(row.update_time),
+        create_time=timestamps.timestamp(row.create_time),
+        update_time=timestamps.timestamp(row.update_time),
     )
     for name in ("expire_time", "last_used_time", "revoke_time", "rotate_time"):
         value = getattr(row, name)
         if value is not None:
-            getattr(message, name).CopyFrom(_ts(value))
+            getattr(message, name).CopyFrom(timestamps.timestamp(value))
     if rules.previous_secret_live(row, now) and row.previous_secret_expire_time is not None:
-        message.previous_secret_expire_time.CopyFrom(_ts(row.previous_secret_expire_time))
+        message.previous_secret_expire_time.CopyFrom(timestamps.timestamp(row.previous_secret_expire_time))
     return message
 
 
@@ -180,6 +162,7 @@ def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
     }
     chosen = fields_to_update(list(request.update_mask.paths), UPDATABLE, given)
     values: dict[str, Any] = {}
+    bad = Violations()
     for name in chosen:
         if name == "name":
             values["name"] = key.name
@@ -188,9 +171,8 @@ def key_update(request: apikey_service_pb2.UpdateApiKeyRequest) -> KeyUpdate:
         elif name == "rate_limit_per_minute":
             values["rate_limit_per_minute"] = key.rate_limit_per_minute
         elif name == "expire_time":
-            values["expire_time"] = (
-                to_datetime(key.expire_time, "api_key.expire_time") if key.HasField("expire_time") else None
-            )
+            values["expire_time"] = _expire_time(key, bad)
+    bad.raise_if_any()
     return KeyUpdate(**values)
 
 
@@ -226,7 +208,7 @@ def verify_response(answer: answers.Answer) -> apikey_service_pb2.VerifyApiKeyRe
         rate.remaining = answer.rate.remaining
         _set_time(rate.reset_time, answer.rate.reset_time)
         if answer.rate.retry_after is not None:
-            rate.retry_after.CopyFrom(_duration(answer.rate.retry_after))
+            rate.retry_after.CopyFrom(timestamps.duration(answer.rate.retry_after))
     if answer.previous_secret:
         response.previous_secret = True
         if answer.previous_secret_expire_time is not None:

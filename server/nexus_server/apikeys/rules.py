@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from nexus_server.auth.principal import Principal
-from nexus_server.common.errors import FieldViolation, PermissionDenied
+from nexus_server.common.errors import PermissionDenied
 from nexus_server.common.text import HIDDEN_WHY, has_control
+from nexus_server.common.validation import Violations
 
 if TYPE_CHECKING:  # the row's type only: rules import no SQL (the architecture contract)
     from nexus_server.apikeys.store import ApiKeyRow
@@ -56,57 +57,49 @@ def grantor_of(principal: Principal | None) -> Grantor:
     return principal.scopes if principal is not None else frozenset()
 
 
-def clean_name(name: str, field: str, out: list[FieldViolation]) -> str:
+def clean_name(name: str, field: str, bad: Violations) -> str:
     name = name.strip()
     if not name:
-        out.append(FieldViolation(field, "must not be empty"))
+        bad.add(field, "must not be empty")
     elif len(name) > MAX_NAME:
-        out.append(FieldViolation(field, f"must be at most {MAX_NAME} characters"))
+        bad.add(field, f"must be at most {MAX_NAME} characters")
     elif has_control(name):
         # As tenant names: a key's name is shown in the console and in events, where a
         # bidirectional override or a zero-width character would make it pass for another.
-        out.append(FieldViolation(field, HIDDEN_WHY))
+        bad.add(field, HIDDEN_WHY)
     return name
 
 
-def clean_scopes(scopes: Iterable[str], field: str, out: list[FieldViolation]) -> tuple[str, ...]:
+def clean_scopes(scopes: Iterable[str], field: str, bad: Violations) -> tuple[str, ...]:
     given = list(scopes)
     if not given:
-        out.append(FieldViolation(field, "must hold at least one scope"))
+        bad.add(field, "must hold at least one scope")
         return ()
     if len(given) > MAX_SCOPES:
-        out.append(FieldViolation(field, f"must hold at most {MAX_SCOPES} entries"))
+        bad.add(field, f"must hold at most {MAX_SCOPES} entries")
         return ()
     for index, scope in enumerate(given):
         if scope not in SCOPES:
-            out.append(
-                FieldViolation(
-                    f"{field}[{index}]", f"unknown scope; expected one of {', '.join(sorted(SCOPES))}"
-                )
-            )
+            bad.add(f"{field}[{index}]", f"unknown scope; expected one of {', '.join(sorted(SCOPES))}")
     return tuple(sorted(set(given)))
 
 
-def clean_rate_limit(value: int, field: str, out: list[FieldViolation]) -> int:
+def clean_rate_limit(value: int, field: str, bad: Violations) -> int:
     if value == 0:
         return DEFAULT_RATE_LIMIT
     if not 1 <= value <= MAX_RATE_LIMIT:
-        out.append(
-            FieldViolation(
-                field, f"must be from 1 to {MAX_RATE_LIMIT} (0 means the default {DEFAULT_RATE_LIMIT})"
-            )
-        )
+        bad.add(field, f"must be from 1 to {MAX_RATE_LIMIT} (0 means the default {DEFAULT_RATE_LIMIT})")
     return value
 
 
-def check_expiry(expire_time: datetime | None, now: datetime, field: str, out: list[FieldViolation]) -> None:
+def check_expiry(expire_time: datetime | None, now: datetime, field: str, bad: Violations) -> None:
     if expire_time is not None and expire_time <= now:
-        out.append(FieldViolation(field, "must be in the future"))
+        bad.add(field, "must be in the future")
 
 
-def check_environment(environment: str, field: str, out: list[FieldViolation]) -> None:
+def check_environment(environment: str, field: str, bad: Violations) -> None:
     if environment not in ENVIRONMENTS:
-        out.append(FieldViolation(field, "must be ENVIRONMENT_TEST or ENVIRONMENT_LIVE"))
+        bad.add(field, "must be ENVIRONMENT_TEST or ENVIRONMENT_LIVE")
 
 
 def state_of(row: ApiKeyRow, now: datetime) -> str:

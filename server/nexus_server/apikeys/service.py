@@ -63,7 +63,7 @@ class ApiKeyServicer(ApiKeyServiceServicer):
         self, request: pb.RotateApiKeyRequest, context: ServicerContext
     ) -> pb.RotateApiKeyResponse:
         call = current_call()
-        grace = messages.to_timedelta(request.grace_period, "grace_period", rules.MAX_GRACE)
+        grace = messages.grace_period(request)
         grantor = rules.grantor_of(call.principal)
         async with self.db.unit_of_work() as uow:
             row, full_key = await workflows.rotate_key(

@@ -54,14 +54,12 @@ async def issue_key(
     `grantor` is what the caller may give (rules.check_grantable); ANY_SCOPE for a person or
     an operator at the command line."""
     now = uow.clock.now()
-    violations: list[FieldViolation] = []
-    name = rules.clean_name(name, "api_key.name", violations)
-    clean_scopes = rules.clean_scopes(scopes, "api_key.scopes", violations)
-    rules.check_environment(environment, "api_key.environment", violations)
-    rate = rules.clean_rate_limit(rate_limit_per_minute, "api_key.rate_limit_per_minute", violations)
-    rules.check_expiry(expire_time, now, "api_key.expire_time", violations)
-    if violations:
-        raise InvalidArgument(violations)
+    with Violations() as bad:
+        name = rules.clean_name(name, "api_key.name", bad)
+        clean_scopes = rules.clean_scopes(scopes, "api_key.scopes", bad)
+        rules.check_environment(environment, "api_key.environment", bad)
+        rate = rules.clean_rate_limit(rate_limit_per_minute, "api_key.rate_limit_per_minute", bad)
+        rules.check_expiry(expire_time, now, "api_key.expire_time", bad)
     rules.check_grantable(clean_scopes, grantor, "grant")
     key_id = key_format.new_key_id(int(now.timestamp() * 1000))
     full_key = key_format.new_full_key(key_id)
@@ -176,21 +174,19 @@ async def update_key(
     key, the calling key itself included."""
     _check_id(key_id, "api_key.id")
     now = uow.clock.now()
-    violations: list[FieldViolation] = []
     values: dict[str, Any] = {}
-    if change.name is not _UNSET:
-        values["name"] = rules.clean_name(change.name, "api_key.name", violations)
-    if change.scopes is not _UNSET:
-        values["scopes"] = rules.clean_scopes(change.scopes, "api_key.scopes", violations)
-    if change.rate_limit_per_minute is not _UNSET:
-        values["rate_limit_per_minute"] = rules.clean_rate_limit(
-            change.rate_limit_per_minute, "api_key.rate_limit_per_minute", violations
-        )
-    if change.expire_time is not _UNSET:
-        rules.check_expiry(change.expire_time, now, "api_key.expire_time", violations)
-        values["expire_time"] = change.expire_time
-    if violations:
-        raise InvalidArgument(violations)
+    with Violations() as bad:
+        if change.name is not _UNSET:
+            values["name"] = rules.clean_name(change.name, "api_key.name", bad)
+        if change.scopes is not _UNSET:
+            values["scopes"] = rules.clean_scopes(change.scopes, "api_key.scopes", bad)
+        if change.rate_limit_per_minute is not _UNSET:
+            values["rate_limit_per_minute"] = rules.clean_rate_limit(
+                change.rate_limit_per_minute, "api_key.rate_limit_per_minute", bad
+            )
+        if change.expire_time is not _UNSET:
+            rules.check_expiry(change.expire_time, now, "api_key.expire_time", bad)
+            values["expire_time"] = change.expire_time
     if "scopes" in values:
         rules.check_grantable(values["scopes"], grantor, "grant")
     row = await _find(uow, tenant_id, key_id, field="api_key.id", lock=True)

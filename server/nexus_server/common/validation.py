@@ -11,7 +11,13 @@ collector and return the cleaned value:
     # here both are valid, or InvalidArgument named every bad field
 
 A rule that cannot return a usable value still returns something of the right type (the
-input, or an empty value): the collector raises before anything uses it.
+input, or an empty value): the collector raises before anything uses it, so a rule
+that takes `bad` is only ever called inside a `with Violations()` block (or one that ends
+in `raise_if_any`).
+
+Two kinds of check raise on their own instead: a guard of the single field an RPC is
+about (a malformed id, which must fail before anything is read), and a check that carries
+an ErrorReason of its own (a weak password is PASSWORD_TOO_WEAK, not INVALID_REQUEST).
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypedDict
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 
 from nexus.events.v1 import event_pb2, events_service_pb2
+from nexus_server.common import timestamps
 from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import StoredEvent
 from nexus_server.events.envelope import Draft
 from nexus_server.events.filters import Filter, build_filter
@@ -24,23 +26,8 @@ from nexus_server.events.subscription import (
     heartbeat_seconds,
 )
 
+
 # google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-_MIN_SECONDS = -62_135_596_800
-_MAX_SECONDS = 253_402_300_799
-
-
-def to_datetime(ts: timestamp_pb2.Timestamp, field: str) -> datetime:
-    if not (_MIN_SECONDS <= ts.seconds <= _MAX_SECONDS and 0 <= ts.nanos <= 999_999_999):
-        raise InvalidArgument(FieldViolation(field, "is not a valid timestamp (years 1 to 9999)"))
-    return ts.ToDatetime(tzinfo=UTC)
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def _plain(value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
@@ -65,12 +52,21 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
     return {k: _plain(v) for k, v in struct.fields.items()}
 
 
+def _time(request: Any, name: str, bad: Violations) -> datetime | None:
+    """Timestamp field `name` of `request`, None when unset."""
+    if not request.HasField(name):
+        return None
+    return timestamps.to_datetime(getattr(request, name), name, bad)
+
+
 def draft(request: events_service_pb2.PublishEventRequest) -> Draft:
+    with Violations() as bad:
+        time = _time(request, "time", bad)
     return Draft(
         type=request.type,
         source=request.source,
         subject=request.subject,
-        time=to_datetime(request.time, "time") if request.HasField("time") else None,
+        time=time,
         data=struct_to_dict(request.data),
         idempotency_key=request.idempotency_key,
     )
@@ -84,9 +80,9 @@ def event(stored: StoredEvent) -> event_pb2.Event:
         source=stored.source,
         type=stored.type,
         subject=stored.subject,
-        time=_timestamp(stored.time),
+        time=timestamps.timestamp(stored.time),
         idempotency_key=stored.idempotency_key or "",
-        create_time=_timestamp(stored.create_time),
+        create_time=timestamps.timestamp(stored.create_time),
         publisher_api_key_id=stored.publisher_api_key_id,
     )
     message.data.update(stored.data)
@@ -122,20 +118,19 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def max_batch(request: events_service_pb2.SubscribeRequest) -> int:
+def max_batch(request: events_service_pb2.SubscribeRequest, bad: Violations) -> int:
     if not 0 <= request.max_batch <= MAX_BATCH:
-        raise InvalidArgument(FieldViolation("max_batch", f"must be between 0 and {MAX_BATCH}"))
+        bad.add("max_batch", f"must be between 0 and {MAX_BATCH}")
     return max(1, request.max_batch)
 
 
-def max_batch_delay(request: events_service_pb2.SubscribeRequest) -> float:
+def max_batch_delay(request: events_service_pb2.SubscribeRequest, bad: Violations) -> float:
     """The delay in seconds, whole milliseconds (streams with one delay share one timer)."""
     delay = request.max_batch_delay
     seconds = delay.seconds + delay.nanos / 1e9
     if delay.seconds < 0 or not 0 <= delay.nanos < 1_000_000_000 or seconds > MAX_BATCH_DELAY:
-        raise InvalidArgument(
-            FieldViolation("max_batch_delay", f"must be between 0 and {MAX_BATCH_DELAY:g} second")
-        )
+        bad.add("max_batch_delay", f"must be between 0 and {MAX_BATCH_DELAY:g} second")
+        return 0.0
     return round(seconds * 1000) / 1000
 
 
@@ -145,19 +140,19 @@ def heartbeat(beat: Heartbeat) -> events_service_pb2.SubscribeResponse:
             head_sequence=beat.head_sequence,
             cursor_sequence=beat.cursor_sequence,
             lag=beat.lag,
-            server_time=_timestamp(beat.server_time),
+            server_time=timestamps.timestamp(beat.server_time),
         )
     )
 
 
-def start(request: events_service_pb2.SubscribeRequest) -> Start:
+def start(request: events_service_pb2.SubscribeRequest, bad: Violations) -> Start:
     which = request.WhichOneof("start")
     if which == "after_sequence":
         if request.after_sequence < 0:
-            raise InvalidArgument(FieldViolation("after_sequence", "must not be negative"))
+            bad.add("after_sequence", "must not be negative")
         return Start(after_sequence=request.after_sequence)
     if which == "since":
-        return Start(since=to_datetime(request.since, "since"))
+        return Start(since=timestamps.to_datetime(request.since, "since", bad))
     return Start()
 
 
@@ -167,12 +162,14 @@ def heartbeat_request(request: events_service_pb2.SubscribeRequest) -> float:
 
 
 def list_query(request: events_service_pb2.ListEventsRequest) -> ListQuery:
+    with Violations() as bad:
+        start_time, end_time = _time(request, "start_time", bad), _time(request, "end_time", bad)
     return ListQuery(
         types=list(request.types),
         sources=list(request.sources),
         subject=request.subject,
-        start_time=to_datetime(request.start_time, "start_time") if request.HasField("start_time") else None,
-        end_time=to_datetime(request.end_time, "end_time") if request.HasField("end_time") else None,
+        start_time=start_time,
+        end_time=end_time,
         min_sequence=request.min_sequence,
         max_sequence=request.max_sequence,
         order_by=request.order_by,
@@ -191,18 +188,17 @@ class StreamOptions(TypedDict):
 
 
 def subscription(request: events_service_pb2.SubscribeRequest) -> tuple[Filter, StreamOptions]:
-    """The filter and stream options a Subscribe asks for; the filter's problems are
-    reported together, before any other field's."""
-    violations: list[FieldViolation] = []
-    flt = build_filter(request.types, request.sources, violations)
-    if violations:
-        raise InvalidArgument(violations)
-    return flt, StreamOptions(
-        max_batch=max_batch(request),
-        max_batch_delay=max_batch_delay(request),
-        start=start(request),
-        heartbeat=heartbeat_seconds(heartbeat_request(request)),
-    )
+    """The filter and stream options a Subscribe asks for; every bad field is reported
+    together, the filter's first."""
+    with Violations() as bad:
+        flt = build_filter(request.types, request.sources, bad)
+        options = StreamOptions(
+            max_batch=max_batch(request, bad),
+            max_batch_delay=max_batch_delay(request, bad),
+            start=start(request, bad),
+            heartbeat=heartbeat_seconds(heartbeat_request(request)),
+        )
+    return flt, options
 
 
 def stream_message(

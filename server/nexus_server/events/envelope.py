@@ -17,6 +17,7 @@ from typing import Any
 
 from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
 from nexus_server.common.text import HIDDEN_WHY, has_control
+from nexus_server.common.validation import Violations
 from nexus_server.events.filters import source_problem, type_problem
 
 MAX_DATA_BYTES = 65_536
@@ -82,19 +83,17 @@ def encoded_size(data: dict[str, Any]) -> int:
 
 def check(draft: Draft, now: datetime) -> None:
     """Raise the error a publish of `draft` at `now` deserves, or return if it is fine."""
-    violations: list[FieldViolation] = []
-    for name, problem in (
-        ("type", type_problem(draft.type)),
-        ("source", source_problem(draft.source)),
-        ("subject", subject_problem(draft.subject)),
-        ("idempotency_key", key_problem(draft.idempotency_key)),
-    ):
-        if problem:
-            violations.append(FieldViolation(name, problem))
-    if draft.time is not None and draft.time > now + MAX_FUTURE:
-        violations.append(FieldViolation("time", "must not be more than 5 minutes after the server's clock"))
-    if violations:
-        raise InvalidArgument(violations)
+    with Violations() as bad:
+        for name, problem in (
+            ("type", type_problem(draft.type)),
+            ("source", source_problem(draft.source)),
+            ("subject", subject_problem(draft.subject)),
+            ("idempotency_key", key_problem(draft.idempotency_key)),
+        ):
+            if problem:
+                bad.add(name, problem)
+        if draft.time is not None and draft.time > now + MAX_FUTURE:
+            bad.add("time", "must not be more than 5 minutes after the server's clock")
     too_deep = depth(draft.data) > MAX_DATA_DEPTH
     if too_deep or encoded_size(draft.data) > MAX_DATA_BYTES:
         why = (

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nexus_server.common.errors import FieldViolation
+from nexus_server.common.validation import Violations
 from nexus_server.events.visibility import is_hidden
 
 TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
@@ -77,19 +77,19 @@ class Filter:
         return type.startswith(self.prefixes) if self.prefixes else False
 
 
-def build_filter(types: Sequence[str], sources: Sequence[str], violations: list[FieldViolation]) -> Filter:
-    """The Filter for request fields `types` and `sources`; problems go to `violations`."""
+def build_filter(types: Sequence[str], sources: Sequence[str], bad: Violations) -> Filter:
+    """The Filter for request fields `types` and `sources`; problems go to `bad`."""
     if len(types) > MAX_PATTERNS:
-        violations.append(FieldViolation("types", f"at most {MAX_PATTERNS} patterns"))
+        bad.add("types", f"at most {MAX_PATTERNS} patterns")
     if len(sources) > MAX_PATTERNS:
-        violations.append(FieldViolation("sources", f"at most {MAX_PATTERNS} sources"))
+        bad.add("sources", f"at most {MAX_PATTERNS} sources")
     exact: set[str] = set()
     prefixes: list[str] = []
     any_type = not types
     for i, pattern in enumerate(types[: MAX_PATTERNS + 1]):
         problem = _pattern_problem(pattern)
         if problem:
-            violations.append(FieldViolation(f"types[{i}]", problem))
+            bad.add(f"types[{i}]", problem)
         elif pattern == "*":
             any_type = True
         elif pattern.endswith(".*"):
@@ -99,7 +99,7 @@ def build_filter(types: Sequence[str], sources: Sequence[str], violations: list[
     for i, source in enumerate(sources[: MAX_PATTERNS + 1]):
         problem = source_problem(source)
         if problem:
-            violations.append(FieldViolation(f"sources[{i}]", problem))
+            bad.add(f"sources[{i}]", problem)
     if any_type:
         return Filter(sources=frozenset(sources))
     return Filter(False, frozenset(exact), tuple(sorted(set(prefixes))), frozenset(sources))

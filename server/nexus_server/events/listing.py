@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from nexus_server.common import pagination
-from nexus_server.common.errors import FieldViolation
 from nexus_server.common.validation import Violations
 from nexus_server.db.uow import StoredEvent, UnitOfWork
 from nexus_server.events import store
@@ -59,9 +58,7 @@ def _query(tenant_id: str, q: ListQuery, descending: bool) -> list[object]:
 
 def _checked(q: ListQuery) -> tuple[Filter, bool, int]:
     with Violations() as bad:
-        found: list[FieldViolation] = []
-        flt = build_filter(q.types, q.sources, found)
-        bad.extend(found)
+        flt = build_filter(q.types, q.sources, bad)
         problem = subject_problem(q.subject)
         if problem:
             bad.add("subject", problem)

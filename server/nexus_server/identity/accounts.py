@@ -50,8 +50,9 @@ async def _queue_verification(deps: Identity, uow: UnitOfWork, user: store.UserR
 async def register(
     deps: Identity, *, email: str, password: str, display_name: str, client: Client
 ) -> tuple[store.UserRow, TokenPair]:
-    address = validation.email(email)
-    name = validation.display_name(display_name)
+    with Violations() as bad:
+        address = validation.email(email, "email", bad)
+        name = validation.display_name(display_name, "display_name", bad)
     passwords.check_policy(password, "password")
     # Counted before the hash: a bcrypt run is the costliest thing an anonymous caller can ask.
     await deps.throttle.admit_signup(client.ip_address)
@@ -73,20 +74,14 @@ async def register(
 async def login(
     deps: Identity, *, email: str, password: str, totp_code: str, tenant_id: str, client: Client
 ) -> tuple[store.UserRow, TokenPair]:
-    violations = []
-    address = ""
-    try:
-        address = validation.email(email)
-    except InvalidArgument as error:
-        violations += error.violations
-    if not password:
-        violations.append(FieldViolation("password", "is required"))
-    if len(totp_code) > totp.MAX_CODE_CHARS:
-        violations.append(FieldViolation("totp_code", f"must be at most {totp.MAX_CODE_CHARS} characters"))
-    if len(tenant_id) > 64:
-        violations.append(FieldViolation("tenant_id", "must be at most 64 characters"))
-    if violations:
-        raise InvalidArgument(violations)
+    with Violations() as bad:
+        address = validation.email(email, "email", bad)
+        if not password:
+            bad.add("password", "is required")
+        if len(totp_code) > totp.MAX_CODE_CHARS:
+            bad.add("totp_code", f"must be at most {totp.MAX_CODE_CHARS} characters")
+        if len(tenant_id) > 64:
+            bad.add("tenant_id", "must be at most 64 characters")
     passwords.check_length(password, "password")
 
     # Two transactions on the usual path: count the attempt and read the user; then, once the
@@ -132,8 +127,9 @@ async def login(
 
 
 async def refresh(deps: Identity, *, refresh_token: str, tenant_id: str) -> TokenPair:
-    validation.required(refresh_token, "refresh_token", 128)
-    validation.bounded(tenant_id, "tenant_id", 64)
+    with Violations() as bad:
+        validation.required(refresh_token, "refresh_token", 128, bad)
+        validation.bounded(tenant_id, "tenant_id", 64, bad)
     await deps.keys.ready()
     async with deps.db.unit_of_work() as uow:
         result = await sessions.refresh(deps, uow, refresh_token, tenant_id)
@@ -162,9 +158,10 @@ async def current_user(deps: Identity, user_id: str) -> store.UserRow:
 
 async def update_profile(deps: Identity, user_id: str, *, display_name: str | None) -> store.UserRow:
     """Change the named fields (today only the display name); None leaves it as it is."""
+    with Violations() as bad:
+        name = validation.display_name(display_name or "", "user.display_name", bad)
     async with deps.db.unit_of_work() as uow:
         if display_name is not None:
-            name = validation.display_name(display_name, "user.display_name")
             await store.update_user(uow.session, user_id, display_name=name, update_time=uow.clock.now())
         user = await store.get_user(uow.session, user_id)
     if user is None:
@@ -207,7 +204,8 @@ async def change_password(
 async def request_password_reset(deps: Identity, *, email: str) -> None:
     """Queue a reset for the email, known or not: the same answer, and the same work, either
     way (the lookup happens later, in `answer_reset_request`)."""
-    address = validation.email(email)
+    with Violations() as bad:
+        address = validation.email(email, "email", bad)
     async with deps.db.unit_of_work() as uow:
         await deps.reset_requests.queue(uow, address)
 
@@ -300,7 +298,8 @@ async def list_sessions(
 
 
 async def revoke_session(deps: Identity, *, user_id: str, session_id: str) -> None:
-    validation.required(session_id, "session_id", 64)
+    with Violations() as bad:
+        validation.required(session_id, "session_id", 64, bad)
     async with deps.db.unit_of_work() as uow:
         row = await store.get_session(uow.session, session_id)
         if (

@@ -34,7 +34,7 @@ async def list_users(
 ) -> tuple[list[store.UserRow], str]:
     with Violations() as bad:
         size = pagination.page_size(page_size, bad)
-    validation.bounded(email, "email", validation.MAX_EMAIL)
+        validation.bounded(email, "email", validation.MAX_EMAIL, bad)
     filters = {"email": email.strip().lower(), "status": status}
     after = pagination.decode(page_token, "ListUsers", filters, (str,))
     async with deps.db.unit_of_work(readonly=True) as uow:
@@ -59,7 +59,8 @@ async def get_user(deps: Identity, user_id: str) -> store.UserRow:
 
 async def disable_user(deps: Identity, *, admin_id: str, user_id: str, reason: str) -> store.UserRow:
     _user_id(user_id)
-    validation.bounded(reason, "reason", 500)
+    with Violations() as bad:
+        validation.bounded(reason, "reason", 500, bad)
     if user_id == admin_id:
         raise FailedPrecondition(
             "you cannot disable your own account",
@@ -104,7 +105,8 @@ async def create_admin(
 ) -> tuple[str, bool]:
     """Make `email` a platform administrator, creating the account if needed (with
     `password`, which must meet the policy). Returns (user id, created)."""
-    address = validation.email(email)
+    with Violations() as bad:
+        address = validation.email(email, "email", bad)
     async with deps.db.unit_of_work() as uow:
         existing = await store.get_user_by_email(uow.session, address)
         if existing is not None:
@@ -113,13 +115,15 @@ async def create_admin(
             )
             return existing.id, False
     passwords.check_policy(password, "password")
+    with Violations() as bad:
+        name = validation.display_name(display_name, "display_name", bad)
     password_hash = await deps.hasher.hash(password)
     async with deps.db.unit_of_work() as uow:
         now = uow.clock.now()
         user = store.new_user(
             email=address,
             password_hash=password_hash,
-            display_name=validation.display_name(display_name),
+            display_name=name,
             now=now,
             email_verified=True,  # created by the operator, who vouches for the address
             platform_admin=True,
