@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nexus_server.common.errors import FieldViolation, InvalidArgument, PermissionDenied
+from nexus_server.common.errors import PermissionDenied
+from nexus_server.common.validation import Violations
 from nexus_server.tenants import access, store
 from nexus_server.tenants.permissions import ADMIN, BUILT_IN_PERMISSIONS, OWNER
 from nexus_server.tenants.rules import order_roles
@@ -37,13 +38,10 @@ async def require_known_roles(session: AsyncSession, tenant_id: str, roles: list
     """Every custom role id names a role of this tenant (UNKNOWN_ROLE otherwise)."""
     custom = [r for r in roles if r not in BUILT_IN_PERMISSIONS]
     found = await store.roles_by_id(session, tenant_id, custom)
-    missing = [
-        FieldViolation(f"{field}[{i}]", f"{role} is not a role of this tenant")
-        for i, role in enumerate(roles)
-        if role not in BUILT_IN_PERMISSIONS and role not in found
-    ]
-    if missing:
-        raise InvalidArgument(missing, reason="UNKNOWN_ROLE")
+    with Violations(reason="UNKNOWN_ROLE") as unknown:
+        for i, role in enumerate(roles):
+            if role not in BUILT_IN_PERMISSIONS and role not in found:
+                unknown.add(f"{field}[{i}]", f"{role} is not a role of this tenant")
 
 
 def refusal(

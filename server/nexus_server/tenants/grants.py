@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from nexus_server.auth.revocations import Revocations
 from nexus_server.common import pagination
-from nexus_server.common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from nexus_server.common.errors import FailedPrecondition, NotFound
 from nexus_server.common.projects import KEY, ROLE_ORDER, Project
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, rules, store
 from nexus_server.tenants.locking import lock_tenant
@@ -14,15 +15,21 @@ from nexus_server.tenants.permissions import BY_NAME
 from nexus_server.tenants.workflows import invalidate_member
 
 
-def _project(catalog: tuple[Project, ...], key: str, field: str) -> None:
-    if not key:
-        raise InvalidArgument(FieldViolation(field, "is required"))
+def _project_key(key: str, field: str, bad: Violations) -> None:
+    """The shape of a project key (`nexus-sales`), not whether the catalog holds it."""
     if len(key) > 63 or not KEY.fullmatch(key):
-        raise InvalidArgument(FieldViolation(field, "must be a project key such as nexus-sales"))
-    if key not in {p.key for p in catalog}:
-        raise InvalidArgument(
-            FieldViolation(field, f"{key!r} is not in the project catalog"), reason="UNKNOWN_PROJECT"
-        )
+        bad.add(field, "must be a project key such as nexus-sales")
+
+
+def _project(catalog: tuple[Project, ...], key: str, field: str) -> None:
+    with Violations() as bad:
+        if not key:
+            bad.add(field, "is required")
+        else:
+            _project_key(key, field, bad)
+    with Violations(reason="UNKNOWN_PROJECT") as unknown:
+        if key not in {p.key for p in catalog}:
+            unknown.add(field, f"{key!r} is not in the project catalog")
 
 
 async def grant(
@@ -35,10 +42,10 @@ async def grant(
     role: str,
     granted_by: str | None,
 ) -> store.GrantRow:
-    violations = rules.identifier(user_id, "usr", "user_id")
-    if role not in ROLE_ORDER:
-        violations.append(FieldViolation("role", "must be PROJECT_ROLE_ADMIN, _USER or _READ_ONLY"))
-    rules.raise_if(violations)
+    with Violations() as bad:
+        rules.identifier(user_id, "usr", "user_id", bad)
+        if role not in ROLE_ORDER:
+            bad.add("role", "must be PROJECT_ROLE_ADMIN, _USER or _READ_ONLY")
     _project(catalog, project, "project")
     await lock_tenant(uow, tenant_id)
     if await store.get_membership(uow.session, tenant_id, user_id) is None:
@@ -75,9 +82,10 @@ async def revoke(
     user_id: str,
     project: str,
 ) -> None:
-    rules.raise_if(rules.identifier(user_id, "usr", "user_id"))
-    if not project or len(project) > 63 or not KEY.fullmatch(project):
-        raise InvalidArgument(FieldViolation("project", "must be a project key such as nexus-sales"))
+    with Violations() as bad:
+        rules.identifier(user_id, "usr", "user_id", bad)
+    with Violations() as bad:
+        _project_key(project, "project", bad)
     await lock_tenant(uow, tenant_id)
     if not await store.delete_grant(uow.session, tenant_id, user_id, project):
         raise NotFound(f"{user_id} holds no access to {project} in this tenant")
@@ -93,11 +101,11 @@ async def revoke(
 async def list_grants(
     uow: UnitOfWork, tenant_id: str, page_size: int, page_token: str, user_id: str, project: str
 ) -> tuple[list[store.GrantRow], str]:
-    size, violations = rules.page_size(page_size)
-    violations += rules.identifier(user_id, "usr", "user_id", required=False)
-    if project and (len(project) > 63 or not KEY.fullmatch(project)):
-        violations.append(FieldViolation("project", "must be a project key such as nexus-sales"))
-    rules.raise_if(violations)
+    with Violations() as bad:
+        size = rules.page_size(page_size, bad)
+        rules.identifier(user_id, "usr", "user_id", bad, required=False)
+        if project:
+            _project_key(project, "project", bad)
     filters = [tenant_id, user_id, project]
     after = pagination.decode(page_token, "ListProjectAccess", filters, (str, str))
     rows = await store.list_grants(uow.session, tenant_id, after, size + 1, user_id=user_id, project=project)
@@ -114,22 +122,18 @@ async def check(
     project: str,
     least_role: str | None,
 ) -> access.Check:
-    violations = rules.identifier(subject, "usr", "subject")
-    violations += rules.identifier(tenant_id, "ten", "tenant_id")
-    if bool(permission) == bool(project):
-        violations.append(FieldViolation("permission", "give exactly one of permission and project"))
-    if permission and least_role:
-        violations.append(FieldViolation("project_role", "must be unset with permission"))
-    if permission and (len(permission) > 128 or not permission.isascii()):
-        violations.append(
-            FieldViolation("permission", "must be a permission name such as tenants.members.write")
-        )
-    rules.raise_if(violations)
-    if permission and permission not in BY_NAME:
-        raise InvalidArgument(
-            FieldViolation("permission", f"{permission!r} is not in the permission catalog"),
-            reason="UNKNOWN_PERMISSION",
-        )
+    with Violations() as bad:
+        rules.identifier(subject, "usr", "subject", bad)
+        rules.identifier(tenant_id, "ten", "tenant_id", bad)
+        if bool(permission) == bool(project):
+            bad.add("permission", "give exactly one of permission and project")
+        if permission and least_role:
+            bad.add("project_role", "must be unset with permission")
+        if permission and (len(permission) > 128 or not permission.isascii()):
+            bad.add("permission", "must be a permission name such as tenants.members.write")
+    with Violations(reason="UNKNOWN_PERMISSION") as unknown:
+        if permission and permission not in BY_NAME:
+            unknown.add("permission", f"{permission!r} is not in the permission catalog")
     if project:
         _project(catalog, project, "project")
     return await access.check(

@@ -9,12 +9,12 @@ from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
     NotFound,
     PreconditionViolation,
 )
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
 from nexus_server.tenants.actor import (
@@ -32,11 +32,17 @@ UPDATABLE = ("name", "description", "roles")
 MAX_MEMBERS = 1000
 
 
-def _roles(values: list[str], field: str) -> tuple[list[str], list[FieldViolation]]:
-    roles, violations = rules.role_names(values, field, minimum=0)
+def _roles(values: list[str], field: str, bad: Violations) -> list[str]:
+    roles = rules.role_names(values, field, bad, minimum=0)
     if OWNER in roles:
-        violations.append(FieldViolation(field, "a group cannot carry the owner role"))
-    return roles, violations
+        bad.add(field, "a group cannot carry the owner role")
+    return roles
+
+
+def _check_ids(user_id: str, group_id: str) -> None:
+    with Violations() as bad:
+        rules.identifier(user_id, "usr", "user_id", bad)
+        rules.identifier(group_id, "grp", "group_id", bad)
 
 
 async def _invalidate_all(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
@@ -44,7 +50,8 @@ async def _invalidate_all(uow: UnitOfWork, revocations: Revocations, tenant_id: 
 
 
 async def _get(uow: UnitOfWork, tenant_id: str, group_id: str, field: str = "group_id") -> store.GroupRow:
-    rules.raise_if(rules.identifier(group_id, "grp", field))
+    with Violations() as bad:
+        rules.identifier(group_id, "grp", field, bad)
     row = await store.get_group(uow.session, tenant_id, group_id)
     if row is None:
         raise NotFound(f"group {group_id} does not exist")
@@ -54,10 +61,10 @@ async def _get(uow: UnitOfWork, tenant_id: str, group_id: str, field: str = "gro
 async def create_group(
     uow: UnitOfWork, actor: Actor, tenant_id: str, name: str, description: str, roles: list[str]
 ) -> store.GroupRow:
-    name, violations = rules.text_name(name, "group.name", limit=64)
-    description, more = rules.description(description, "group.description")
-    roles, even_more = _roles(roles, "group.roles")
-    rules.raise_if(violations + more + even_more)
+    with Violations() as bad:
+        name = rules.text_name(name, "group.name", bad, limit=64)
+        description = rules.description(description, "group.description", bad)
+        roles = _roles(roles, "group.roles", bad)
     await lock_tenant(uow, tenant_id)
     await require_known_roles(uow.session, tenant_id, roles, "group.roles")
     await require_may_hand_out(uow.session, tenant_id, actor, roles)
@@ -97,21 +104,18 @@ async def update_group(
 ) -> store.GroupRow:
     fields = fields_to_update(paths, UPDATABLE, given)
     values: dict[str, object] = {}
-    violations: list[FieldViolation] = []
-    if "name" in fields:
-        values["name"], more = rules.text_name(str(given["name"]), "group.name", limit=64)
-        violations += more
-    if "description" in fields:
-        values["description"], more = rules.description(str(given["description"]), "group.description")
-        violations += more
     roles: list[str] = []
-    if "roles" in fields:
-        raw = given["roles"]
-        assert isinstance(raw, list)
-        roles, more = _roles(raw, "group.roles")
-        values["roles"] = tuple(roles)
-        violations += more
-    rules.raise_if(violations + rules.identifier(group_id, "grp", "group.id"))
+    with Violations() as bad:
+        if "name" in fields:
+            values["name"] = rules.text_name(str(given["name"]), "group.name", bad, limit=64)
+        if "description" in fields:
+            values["description"] = rules.description(str(given["description"]), "group.description", bad)
+        if "roles" in fields:
+            raw = given["roles"]
+            assert isinstance(raw, list)
+            roles = _roles(raw, "group.roles", bad)
+            values["roles"] = tuple(roles)
+        rules.identifier(group_id, "grp", "group.id", bad)
     await lock_tenant(uow, tenant_id)
     row = await _get(uow, tenant_id, group_id, "group.id")
     if "roles" in values:
@@ -148,9 +152,7 @@ async def update_group(
 async def add_group_member(
     uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str, user_id: str
 ) -> store.GroupRow:
-    violations = rules.identifier(user_id, "usr", "user_id")
-    violations += rules.identifier(group_id, "grp", "group_id")
-    rules.raise_if(violations)
+    _check_ids(user_id, group_id)
     await lock_tenant(uow, tenant_id)
     group = await _get(uow, tenant_id, group_id)
     if user_id in group.member_user_ids:
@@ -175,9 +177,7 @@ async def add_group_member(
 async def remove_group_member(
     uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str, user_id: str
 ) -> store.GroupRow:
-    violations = rules.identifier(user_id, "usr", "user_id")
-    violations += rules.identifier(group_id, "grp", "group_id")
-    rules.raise_if(violations)
+    _check_ids(user_id, group_id)
     await lock_tenant(uow, tenant_id)
     group = await _get(uow, tenant_id, group_id)
     if user_id not in group.member_user_ids:
@@ -203,7 +203,8 @@ async def _membership_changed(
 async def delete_group(
     uow: UnitOfWork, revocations: Revocations, actor: Actor, tenant_id: str, group_id: str
 ) -> None:
-    rules.raise_if(rules.identifier(group_id, "grp", "group_id"))
+    with Violations() as bad:
+        rules.identifier(group_id, "grp", "group_id", bad)
     await lock_tenant(uow, tenant_id)
     group = await _get(uow, tenant_id, group_id)
     await require_may_take_away(uow.session, tenant_id, actor, group.roles)
@@ -217,9 +218,9 @@ async def delete_group(
 async def list_groups(
     uow: UnitOfWork, tenant_id: str, page_size: int, page_token: str, user_id: str
 ) -> tuple[list[store.GroupRow], str]:
-    size, violations = rules.page_size(page_size)
-    violations += rules.identifier(user_id, "usr", "user_id", required=False)
-    rules.raise_if(violations)
+    with Violations() as bad:
+        size = rules.page_size(page_size, bad)
+        rules.identifier(user_id, "usr", "user_id", bad, required=False)
     filters = [tenant_id, user_id]
     after = pagination.decode(page_token, "ListGroups", filters, (datetime, str))
     rows = await store.list_groups(uow.session, tenant_id, after, size + 1, user_id=user_id)

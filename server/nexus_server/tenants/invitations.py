@@ -24,13 +24,12 @@ from nexus_server.auth.revocations import Revocations
 from nexus_server.common import pagination
 from nexus_server.common.errors import (
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     PermissionDenied,
     PreconditionViolation,
 )
 from nexus_server.common.ids import new_id
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
 from nexus_server.tenants.locking import lock_tenant
@@ -132,9 +131,9 @@ async def invite(
 
 
 async def revoke(uow: UnitOfWork, tenant_id: str, invitation_id: str) -> store.InvitationRow:
-    violations = rules.identifier(tenant_id, "ten", "tenant_id")
-    violations += rules.identifier(invitation_id, "ivt", "invitation_id")
-    rules.raise_if(violations)
+    with Violations() as bad:
+        rules.identifier(tenant_id, "ten", "tenant_id", bad)
+        rules.identifier(invitation_id, "ivt", "invitation_id", bad)
     await lock_tenant(uow, tenant_id)
     row = await store.get_invitation(uow.session, tenant_id, invitation_id)
     if row is None:
@@ -198,8 +197,9 @@ async def _join(uow: UnitOfWork, revocations: Revocations, row: store.Invitation
 async def accept(
     uow: UnitOfWork, revocations: Revocations, people: People, token: str, user_id: str
 ) -> store.MembershipRow:
-    if not _TOKEN.fullmatch(token):
-        raise InvalidArgument(FieldViolation("token", "must be the 43-character token from the email"))
+    with Violations() as bad:
+        if not _TOKEN.fullmatch(token):
+            bad.add("token", "must be the 43-character token from the email")
     row = await store.invitation_by_token_hash(uow.session, digest(token))
     if row is not None:
         # Lock, then read again: of two concurrent accepts, the second sees it accepted.
@@ -234,8 +234,8 @@ STATES = {0: "", 1: "pending", 2: "accepted", 3: "revoked", 4: "expired"}
 async def list_invitations(
     uow: UnitOfWork, tenant_id: str, page_size: int, page_token: str, state: str
 ) -> tuple[list[store.InvitationRow], str]:
-    size, violations = rules.page_size(page_size)
-    rules.raise_if(violations)
+    with Violations() as bad:
+        size = rules.page_size(page_size, bad)
     filters = [tenant_id, state]
     after = pagination.decode(page_token, "ListInvitations", filters, (datetime, str))
     rows = await store.list_invitations(

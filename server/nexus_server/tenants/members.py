@@ -15,11 +15,10 @@ from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     PreconditionViolation,
 )
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, rules, store
 from nexus_server.tenants.actor import (
@@ -87,21 +86,19 @@ async def add_member(
     not the address has an account (which would otherwise be told to any tenant admin)."""
     from nexus_server.tenants import invitations
 
-    violations = rules.identifier(request.tenant_id, "ten", "tenant_id")
-    email = ""
-    if request.user_id:
-        violations += rules.identifier(request.user_id, "usr", "user_id")
-    elif request.email:
-        email, more = rules.email(request.email, "email")
-        violations += more
-    else:
-        violations.append(FieldViolation("invitee", "give email or user_id"))
-    roles, more = rules.role_names(list(request.roles), "roles", minimum=0)
-    violations += more
-    ttl = request.invitation_ttl
-    if ttl is not None and ttl and not timedelta(hours=1) <= ttl <= timedelta(days=30):
-        violations.append(FieldViolation("invitation_ttl", "must be from 1 hour to 30 days"))
-    rules.raise_if(violations)
+    with Violations() as bad:
+        rules.identifier(request.tenant_id, "ten", "tenant_id", bad)
+        email = ""
+        if request.user_id:
+            rules.identifier(request.user_id, "usr", "user_id", bad)
+        elif request.email:
+            email = rules.email(request.email, "email", bad)
+        else:
+            bad.add("invitee", "give email or user_id")
+        roles = rules.role_names(list(request.roles), "roles", bad, minimum=0)
+        ttl = request.invitation_ttl
+        if ttl is not None and ttl and not timedelta(hours=1) <= ttl <= timedelta(days=30):
+            bad.add("invitation_ttl", "must be from 1 hour to 30 days")
     roles = roles or [MEMBER]
     await lock_tenant(uow, request.tenant_id)
     await require_known_roles(uow.session, request.tenant_id, roles, "roles")
@@ -141,16 +138,13 @@ async def update_member(
     roles: list[str],
     paths: list[str],
 ) -> MemberView:
-    bad = [p for p in paths if p not in ("roles", "*")]
-    if bad:
-        raise InvalidArgument(
-            [FieldViolation("update_mask", f"{p!r} cannot be updated; only roles") for p in bad[:10]],
-            reason="UPDATE_MASK_INVALID",
-        )
-    violations = rules.identifier(tenant_id, "ten", "tenant_id")
-    violations += rules.identifier(user_id, "usr", "member.user_id")
-    roles, more = rules.role_names(roles, "member.roles", minimum=1)
-    rules.raise_if(violations + more)
+    with Violations(reason="UPDATE_MASK_INVALID") as mask:
+        for path in [p for p in paths if p not in ("roles", "*")][:10]:
+            mask.add("update_mask", f"{path!r} cannot be updated; only roles")
+    with Violations() as bad:
+        rules.identifier(tenant_id, "ten", "tenant_id", bad)
+        rules.identifier(user_id, "usr", "member.user_id", bad)
+        roles = rules.role_names(roles, "member.roles", bad, minimum=1)
     await lock_tenant(uow, tenant_id)
     current = await store.get_membership(uow.session, tenant_id, user_id)
     if current is None:
@@ -186,10 +180,10 @@ async def remove_member(
     *,
     leaving: bool = False,
 ) -> None:
-    violations = rules.identifier(tenant_id, "ten", "tenant_id")
-    if not leaving:
-        violations += rules.identifier(user_id, "usr", "user_id")
-    rules.raise_if(violations)
+    with Violations() as bad:
+        rules.identifier(tenant_id, "ten", "tenant_id", bad)
+        if not leaving:
+            rules.identifier(user_id, "usr", "user_id", bad)
     await lock_tenant(uow, tenant_id)
     current = await store.get_membership(uow.session, tenant_id, user_id)
     if current is None:
@@ -221,12 +215,12 @@ class MemberQuery:
 
 
 async def list_members(uow: UnitOfWork, people: People, q: MemberQuery) -> tuple[list[MemberView], str]:
-    size, violations = rules.page_size(q.page_size)
-    if q.role:
-        violations += rules.role_names([q.role], "role", minimum=1)[1]
-    violations += rules.identifier(q.group_id, "grp", "group_id", required=False)
-    text, more = rules.text_name(q.query, "query", limit=100, required=False)
-    rules.raise_if(violations + more)
+    with Violations() as bad:
+        size = rules.page_size(q.page_size, bad)
+        if q.role:
+            rules.role_names([q.role], "role", bad, minimum=1)
+        rules.identifier(q.group_id, "grp", "group_id", bad, required=False)
+        text = rules.text_name(q.query, "query", bad, limit=100, required=False)
     filters = [q.tenant_id, q.role, q.group_id, text]
     after = pagination.decode(q.page_token, "ListMembers", filters, (datetime, str))
     user_ids: set[str] | None = None

@@ -8,13 +8,12 @@ from nexus_server.auth.revocations import Revocations
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     PreconditionViolation,
 )
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
 from nexus_server.tenants.actor import Actor, require_may_take_away, require_permissions_held
@@ -46,30 +45,24 @@ def _view(row: store.RoleRow) -> RoleView:
     return RoleView(row.id, row.tenant_id, row.name, row.description, row.permissions, False, row)
 
 
-def _permissions(
-    values: list[str], field: str
-) -> tuple[list[str], list[FieldViolation], list[FieldViolation]]:
-    """(sorted unique names, shape violations, unknown-permission violations)."""
+def _permissions(values: list[str], field: str, bad: Violations, unknown: Violations) -> list[str]:
+    """Sorted unique names; shape violations go to `bad`, names not in the catalog to `unknown`."""
     unique = sorted(set(values))
-    shape: list[FieldViolation] = []
-    unknown: list[FieldViolation] = []
     if not unique:
-        shape.append(FieldViolation(field, "must name at least one permission"))
+        bad.add(field, "must name at least one permission")
     if len(unique) > 200:
-        shape.append(FieldViolation(field, "must name at most 200 permissions"))
+        bad.add(field, "must name at most 200 permissions")
     for i, name in enumerate(values[:200]):
         if name not in BY_NAME:
-            unknown.append(
-                FieldViolation(f"{field}[{i}]", f"{name[:128]!r} is not in the permission catalog")
-            )
-    return unique, shape, unknown
+            unknown.add(f"{field}[{i}]", f"{name[:128]!r} is not in the permission catalog")
+    return unique
 
 
-def _raise(shape: list[FieldViolation], unknown: list[FieldViolation]) -> None:
-    if shape:
-        raise InvalidArgument(shape + unknown)
-    if unknown:
-        raise InvalidArgument(unknown, reason="UNKNOWN_PERMISSION")
+def _join(bad: Violations, unknown: Violations) -> None:
+    """Unknown permissions beside other mistakes are reported with them (INVALID_REQUEST);
+    alone, `unknown` raises them as UNKNOWN_PERMISSION once `bad` has passed."""
+    if bad:
+        bad.extend(unknown.found)
 
 
 async def _name_free(uow: UnitOfWork, tenant_id: str, name: str, except_id: str = "") -> None:
@@ -82,10 +75,13 @@ async def _name_free(uow: UnitOfWork, tenant_id: str, name: str, except_id: str 
 async def create_role(
     uow: UnitOfWork, actor: Actor, tenant_id: str, name: str, description: str, permissions: list[str]
 ) -> RoleView:
-    name, shape = rules.text_name(name, "role.name", limit=64)
-    description, more = rules.description(description, "role.description")
-    names, more_shape, unknown = _permissions(permissions, "role.permissions")
-    _raise(shape + more + more_shape, unknown)
+    unknown = Violations(reason="UNKNOWN_PERMISSION")
+    with Violations() as bad:
+        name = rules.text_name(name, "role.name", bad, limit=64)
+        description = rules.description(description, "role.description", bad)
+        names = _permissions(permissions, "role.permissions", bad, unknown)
+        _join(bad, unknown)
+    unknown.raise_if_any()
     await lock_tenant(uow, tenant_id)
     await require_permissions_held(uow.session, tenant_id, actor, names)
     await _name_free(uow, tenant_id, name)
@@ -119,7 +115,8 @@ async def _custom(uow: UnitOfWork, tenant_id: str, role_id: str, field: str) -> 
             reason="BUILT_IN_ROLE_IMMUTABLE",
             violations=[PreconditionViolation("BUILT_IN", f"roles/{role_id}", "built-in roles are fixed")],
         )
-    rules.raise_if(rules.identifier(role_id, "rol", field))
+    with Violations() as bad:
+        rules.identifier(role_id, "rol", field, bad)
     row = await store.get_role(uow.session, tenant_id, role_id)
     if row is None:
         raise NotFound(f"role {role_id} does not exist")
@@ -137,23 +134,22 @@ async def update_role(
 ) -> RoleView:
     fields = fields_to_update(paths, UPDATABLE, given)
     values: dict[str, object] = {}
-    shape: list[FieldViolation] = []
-    unknown: list[FieldViolation] = []
-    if "name" in fields:
-        values["name"], more = rules.text_name(str(given["name"]), "role.name", limit=64)
-        shape += more
-    if "description" in fields:
-        values["description"], more = rules.description(str(given["description"]), "role.description")
-        shape += more
-    if "permissions" in fields:
-        perms = given["permissions"]
-        assert isinstance(perms, list)
-        names, more, unknown = _permissions(perms, "role.permissions")
-        values["permissions"] = tuple(names)
-        shape += more
-    await lock_tenant(uow, tenant_id)
-    row = await _custom(uow, tenant_id, role_id, "role.id")
-    _raise(shape, unknown)
+    unknown = Violations(reason="UNKNOWN_PERMISSION")
+    with Violations() as bad:
+        if "name" in fields:
+            values["name"] = rules.text_name(str(given["name"]), "role.name", bad, limit=64)
+        if "description" in fields:
+            values["description"] = rules.description(str(given["description"]), "role.description", bad)
+        if "permissions" in fields:
+            perms = given["permissions"]
+            assert isinstance(perms, list)
+            values["permissions"] = tuple(_permissions(perms, "role.permissions", bad, unknown))
+        # The role is looked up before the fields are judged: a built-in or missing role
+        # answers as such, whatever else is wrong.
+        await lock_tenant(uow, tenant_id)
+        row = await _custom(uow, tenant_id, role_id, "role.id")
+        _join(bad, unknown)
+    unknown.raise_if_any()
     if "permissions" in values:
         added = set(values["permissions"]) - set(row.permissions)  # type: ignore[call-overload]
         if values["permissions"] != row.permissions and any(await _holders(uow, tenant_id, role_id)):

@@ -1,7 +1,11 @@
 """Input rules of the tenant contract (slugs, names, emails, ids, role lists, page sizes).
 
-Each check returns FieldViolations rather than raising, so a request's every problem is
-reported at once; `raise_if` turns a non-empty list into one InvalidArgument.
+Each rule takes the request's `Violations` and returns the cleaned value, so a request's
+every problem is reported at once (common/validation.py):
+
+    with Violations() as bad:
+        slug = rules.slug(request.tenant.slug, "tenant.slug", bad)
+        name = rules.text_name(request.tenant.display_name, "tenant.display_name", bad, limit=100)
 """
 
 from __future__ import annotations
@@ -9,13 +13,26 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from nexus_server.common import pagination
-from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.ids import is_id
+from nexus_server.common.pagination import page_size
 from nexus_server.common.text import has_control
 from nexus_server.common.validation import Violations
 from nexus_server.tenants.domains import DomainError, normalise_domain
 from nexus_server.tenants.permissions import BUILT_IN_ROLES
+
+__all__ = [
+    "MAX_ROLES",
+    "RESERVED_SLUGS",
+    "description",
+    "domain",
+    "email",
+    "identifier",
+    "order_roles",
+    "page_size",  # common/pagination.py's bounds: (value, bad, field="page_size")
+    "role_names",
+    "slug",
+    "text_name",
+]
 
 _SLUG = re.compile(r"^[a-z](?:[a-z0-9]|-(?!-)){1,61}[a-z0-9]$")
 RESERVED_SLUGS = frozenset(
@@ -25,54 +42,49 @@ _EMAIL = re.compile(r"^[^@\s<>(),;:\"\[\]\\]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0
 MAX_ROLES = 20
 
 
-def raise_if(violations: list[FieldViolation]) -> None:
-    if violations:
-        raise InvalidArgument(violations)
-
-
-def slug(value: str, field: str) -> tuple[str, list[FieldViolation]]:
+def slug(value: str, field: str, bad: Violations) -> str:
     value = value.strip().lower()
     if not value.isascii() or not _SLUG.fullmatch(value):
-        why = (
+        bad.add(
+            field,
             "must be 3-63 lower-case letters, digits and single hyphens, starting with a letter "
-            "and not ending with a hyphen"
+            "and not ending with a hyphen",
         )
-        return value, [FieldViolation(field, why)]
-    if value in RESERVED_SLUGS:
-        return value, [FieldViolation(field, f"{value!r} is reserved")]
-    return value, []
+    elif value in RESERVED_SLUGS:
+        bad.add(field, f"{value!r} is reserved")
+    return value
 
 
-def text_name(
-    value: str, field: str, *, limit: int, required: bool = True
-) -> tuple[str, list[FieldViolation]]:
+def text_name(value: str, field: str, bad: Violations, *, limit: int, required: bool = True) -> str:
     """Trimmed human text: 1-`limit` characters (0 allowed unless required), no control characters."""
     value = value.strip()
     if required and not value:
-        return value, [FieldViolation(field, "is required")]
-    if len(value) > limit:
-        return value, [FieldViolation(field, f"must be at most {limit} characters")]
-    if has_control(value):
-        return value, [FieldViolation(field, "must not contain control characters")]
-    return value, []
+        bad.add(field, "is required")
+    elif len(value) > limit:
+        bad.add(field, f"must be at most {limit} characters")
+    elif has_control(value):
+        bad.add(field, "must not contain control characters")
+    return value
 
 
-def description(value: str, field: str) -> tuple[str, list[FieldViolation]]:
+def description(value: str, field: str, bad: Violations) -> str:
     if len(value) > 500:
-        return value, [FieldViolation(field, "must be at most 500 characters")]
-    if any(unicodedata.category(c) in ("Cs", "Co", "Cn") or c == "\x00" for c in value):
-        return value, [FieldViolation(field, "must be plain text")]
-    return value, []
+        bad.add(field, "must be at most 500 characters")
+    elif any(unicodedata.category(c) in ("Cs", "Co", "Cn") or c == "\x00" for c in value):
+        bad.add(field, "must be plain text")
+    return value
 
 
-def domain(value: str, field: str) -> tuple[str, list[FieldViolation]]:
+def domain(value: str, field: str, bad: Violations) -> str:
+    """The normal form of a custom domain ('' for none, or when it is not one)."""
     try:
-        return normalise_domain(value), []
+        return normalise_domain(value)
     except DomainError as error:
-        return "", [FieldViolation(field, str(error))]
+        bad.add(field, str(error))
+        return ""
 
 
-def email(value: str, field: str) -> tuple[str, list[FieldViolation]]:
+def email(value: str, field: str, bad: Violations) -> str:
     value = value.strip().lower()
     if (
         len(value) > 254
@@ -80,44 +92,33 @@ def email(value: str, field: str) -> tuple[str, list[FieldViolation]]:
         or not _EMAIL.fullmatch(value)
         or ".." in value
     ):
-        return value, [
-            FieldViolation(field, "must be a single address local@domain of at most 254 characters")
-        ]
-    return value, []
+        bad.add(field, "must be a single address local@domain of at most 254 characters")
+    return value
 
 
-def identifier(value: str, prefix: str, field: str, *, required: bool = True) -> list[FieldViolation]:
+def identifier(value: str, prefix: str, field: str, bad: Violations, *, required: bool = True) -> str:
     if not value:
-        return [FieldViolation(field, "is required")] if required else []
-    if not is_id(value, prefix):
-        return [FieldViolation(field, f"must be an id of the form {prefix}_…")]
-    return []
-
-
-def page_size(value: int, field: str = "page_size") -> tuple[int, list[FieldViolation]]:
-    """common/pagination.py's bounds, in this module's (violations, value) style."""
-    bad = Violations()
-    size = pagination.page_size(value, bad, field)
-    return size, list(bad.found)
+        if required:
+            bad.add(field, "is required")
+    elif not is_id(value, prefix):
+        bad.add(field, f"must be an id of the form {prefix}_…")
+    return value
 
 
 def role_names(
-    values: list[str], field: str, *, minimum: int, maximum: int = MAX_ROLES
-) -> tuple[list[str], list[FieldViolation]]:
+    values: list[str], field: str, bad: Violations, *, minimum: int, maximum: int = MAX_ROLES
+) -> list[str]:
     """Shape only (existence is the workflow's): built-in names or `rol_` ids, de-duplicated,
     built-in roles first in their order, then custom ids sorted."""
     unique = list(dict.fromkeys(v.strip() for v in values))
-    violations: list[FieldViolation] = []
     if len(unique) < minimum:
-        violations.append(FieldViolation(field, f"must name at least {minimum} role"))
+        bad.add(field, f"must name at least {minimum} role")
     if len(unique) > maximum:
-        violations.append(FieldViolation(field, f"must name at most {maximum} roles"))
+        bad.add(field, f"must name at most {maximum} roles")
     for i, role in enumerate(unique):
         if role not in BUILT_IN_ROLES and not is_id(role, "rol"):
-            violations.append(
-                FieldViolation(f"{field}[{i}]", "must be owner, admin, member, read_only or a rol_… id")
-            )
-    return order_roles(unique), violations
+            bad.add(f"{field}[{i}]", "must be owner, admin, member, read_only or a rol_… id")
+    return order_roles(unique)
 
 
 def order_roles(roles: list[str] | tuple[str, ...] | set[str] | frozenset[str]) -> list[str]:

@@ -17,14 +17,13 @@ from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     PermissionDenied,
     PreconditionViolation,
 )
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
+from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import domain_proof, rules, store
 from nexus_server.tenants.actor import Actor
@@ -37,6 +36,19 @@ __all__ = ["BUILT_IN_ROLES", "FREE_PLAN", "create_tenant", "set_member_roles"]
 FREE_PLAN = "free"
 _SLUG_CHARS = re.compile(r"^[a-z0-9-]*$")
 UPDATABLE = ("slug", "display_name", "domain")
+
+
+def _check_id(tenant_id: str) -> None:
+    with Violations() as bad:
+        rules.identifier(tenant_id, "ten", "id", bad)
+
+
+def _slug_filter(value: str, bad: Violations) -> str:
+    """A slug to look for: looser than `rules.slug`, so that a search may name part of one."""
+    value = value.strip().lower()
+    if len(value) > 63 or not _SLUG_CHARS.fullmatch(value):
+        bad.add("slug", "must be at most 63 letters, digits and hyphens")
+    return value
 
 
 def _event(row: store.TenantRow) -> dict[str, object]:
@@ -82,11 +94,10 @@ async def create_tenant(
     uow: UnitOfWork, *, owner_user_id: str, slug: str, display_name: str, domain: str | None = None
 ) -> store.TenantRow:
     """Create a tenant on the free plan with `owner_user_id` as its only member, an owner."""
-    slug, violations = rules.slug(slug, "tenant.slug")
-    display_name, more = rules.text_name(display_name, "tenant.display_name", limit=100)
-    violations += more
-    normal, more = rules.domain(domain or "", "tenant.domain")
-    rules.raise_if(violations + more)
+    with Violations() as bad:
+        slug = rules.slug(slug, "tenant.slug", bad)
+        display_name = rules.text_name(display_name, "tenant.display_name", bad, limit=100)
+        normal = rules.domain(domain or "", "tenant.domain", bad)
     await _require_unique(uow, slug, normal)
     now = uow.clock.now()
     row = store.TenantRow(
@@ -127,8 +138,7 @@ async def set_member_roles(
 
 
 async def get_tenant(uow: UnitOfWork, tenant_id: str, *, include_deleted: bool = False) -> store.TenantRow:
-    violations = rules.identifier(tenant_id, "ten", "id")
-    rules.raise_if(violations)
+    _check_id(tenant_id)
     row = await store.get_tenant(uow.session, tenant_id)
     if row is None or (row.status == "deleted" and not include_deleted):
         raise NotFound(f"tenant {tenant_id} does not exist")
@@ -139,21 +149,17 @@ async def update_tenant(
     uow: UnitOfWork, revocations: Revocations, tenant_id: str, given: dict[str, str], paths: list[str]
 ) -> store.TenantRow:
     fields = fields_to_update(paths, UPDATABLE, given)
-    violations = rules.identifier(tenant_id, "ten", "tenant.id")
     values: dict[str, object] = {}
-    if "slug" in fields:
-        values["slug"], more = rules.slug(given["slug"], "tenant.slug")
-        violations += more
-    if "display_name" in fields:
-        values["display_name"], more = rules.text_name(
-            given["display_name"], "tenant.display_name", limit=100
-        )
-        violations += more
-    if "domain" in fields:
-        normal, more = rules.domain(given["domain"], "tenant.domain")
-        values["domain"] = normal or None
-        violations += more
-    rules.raise_if(violations)
+    with Violations() as bad:
+        rules.identifier(tenant_id, "ten", "tenant.id", bad)
+        if "slug" in fields:
+            values["slug"] = rules.slug(given["slug"], "tenant.slug", bad)
+        if "display_name" in fields:
+            values["display_name"] = rules.text_name(
+                given["display_name"], "tenant.display_name", bad, limit=100
+            )
+        if "domain" in fields:
+            values["domain"] = rules.domain(given["domain"], "tenant.domain", bad) or None
     current = await get_tenant(uow, tenant_id)
     values = {k: v for k, v in values.items() if getattr(current, k) != v}
     if not values:
@@ -186,7 +192,7 @@ async def verify_domain(
 ) -> store.TenantRow:
     """Prove the tenant's pending domain by its TXT record; from then on it resolves to the
     tenant and no other tenant may claim it. Verifying a verified domain changes nothing."""
-    rules.raise_if(rules.identifier(tenant_id, "ten", "id"))
+    _check_id(tenant_id)
     await lock_tenant(uow, tenant_id)
     row = await get_tenant(uow, tenant_id)
     if not row.domain or not row.domain_token:
@@ -245,9 +251,9 @@ async def delete_tenant(
 async def suspend_tenant(
     uow: UnitOfWork, revocations: Revocations, tenant_id: str, reason: str, *, cause: str = "operator"
 ) -> store.TenantRow:
-    violations = rules.identifier(tenant_id, "ten", "id")
-    reason, more = rules.text_name(reason, "reason", limit=500)
-    rules.raise_if(violations + more)
+    with Violations() as bad:
+        rules.identifier(tenant_id, "ten", "id", bad)
+        reason = rules.text_name(reason, "reason", bad, limit=500)
     row = await _live(uow, tenant_id)
     now = uow.clock.now()
     await store.set_status(uow.session, tenant_id, "suspended", now, cause=cause, reason=reason)
@@ -266,7 +272,7 @@ async def suspend_tenant(
 
 
 async def reactivate_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> store.TenantRow:
-    rules.raise_if(rules.identifier(tenant_id, "ten", "id"))
+    _check_id(tenant_id)
     row = await _live(uow, tenant_id)
     if row.status == "active":
         return row
@@ -304,15 +310,11 @@ class TenantQuery:
 async def list_tenants(
     uow: UnitOfWork, actor: Actor, query: TenantQuery
 ) -> tuple[list[store.TenantRow], str]:
-    size, violations = rules.page_size(query.page_size)
-    name, more = rules.text_name(query.name, "name", limit=100, required=False)
-    violations += more
-    slug = query.slug.strip().lower()
-    if len(slug) > 63 or not _SLUG_CHARS.fullmatch(slug):
-        violations.append(FieldViolation("slug", "must be at most 63 letters, digits and hyphens"))
-    domain, more = rules.domain(query.domain, "domain") if query.domain else ("", [])
-    violations += more
-    rules.raise_if(violations)
+    with Violations() as bad:
+        size = rules.page_size(query.page_size, bad)
+        name = rules.text_name(query.name, "name", bad, limit=100, required=False)
+        slug = _slug_filter(query.slug, bad)
+        domain = rules.domain(query.domain, "domain", bad) if query.domain else ""
     if (query.all_tenants or query.status == "deleted") and not actor.platform_admin:
         raise PermissionDenied(
             "only platform administrators list every tenant or deleted ones",
@@ -335,22 +337,22 @@ async def list_tenants(
 async def resolve_tenant(
     uow: UnitOfWork, *, domain: str = "", slug: str = "", tenant_id: str = ""
 ) -> store.TenantRow:
+    with Violations() as bad:
+        if not (domain or slug or tenant_id):
+            bad.add("selector", "give one of domain, slug and id")
     if domain:
-        normal, violations = rules.domain(domain, "domain")
-        if not normal and not violations:
-            violations = [FieldViolation("domain", "must not be blank")]
-        rules.raise_if(violations)
+        with Violations() as bad:
+            normal = rules.domain(domain, "domain", bad)
+            if not normal and not bad:
+                bad.add("domain", "must not be blank")
         row = await store.tenant_by_domain(uow.session, normal)
     elif slug:
-        slug = slug.strip().lower()
-        if len(slug) > 63 or not _SLUG_CHARS.fullmatch(slug):
-            raise InvalidArgument(FieldViolation("slug", "must be at most 63 letters, digits and hyphens"))
+        with Violations() as bad:
+            slug = _slug_filter(slug, bad)
         row = await store.tenant_by_slug(uow.session, slug)
-    elif tenant_id:
-        rules.raise_if(rules.identifier(tenant_id, "ten", "id"))
-        row = await store.get_tenant(uow.session, tenant_id)
     else:
-        raise InvalidArgument(FieldViolation("selector", "give one of domain, slug and id"))
+        _check_id(tenant_id)
+        row = await store.get_tenant(uow.session, tenant_id)
     if row is None or row.status == "deleted":
         raise NotFound("no tenant matches")
     return row
