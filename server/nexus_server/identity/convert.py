@@ -3,14 +3,11 @@ values the workflows take (and the client facts the transport carries)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import session_pb2, user_pb2
 from nexus_server.common.addresses import Network, client_address
 from nexus_server.common.errors import FieldViolation, InvalidArgument
+from nexus_server.common.timestamps import optional_timestamp
 from nexus_server.identity.deps import Client
 from nexus_server.identity.introspection import Introspection
 from nexus_server.identity.sessions import TokenPair
@@ -22,14 +19,6 @@ STATUS_NAMES = {user_pb2.USER_STATUS_ACTIVE: "active", user_pb2.USER_STATUS_DISA
 _UPDATABLE = {"display_name"}
 
 
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def user(row: UserRow, *, for_admin: bool = False) -> user_pb2.User:
     message = user_pb2.User(
         id=row.id,
@@ -39,10 +28,10 @@ def user(row: UserRow, *, for_admin: bool = False) -> user_pb2.User:
         status=_STATUS.get(row.status, user_pb2.USER_STATUS_UNSPECIFIED),
         totp_enabled=row.totp_secret is not None,
         platform_admin=row.platform_admin,
-        create_time=timestamp(row.create_time),
-        update_time=timestamp(row.update_time),
-        last_login_time=timestamp(row.last_login_time),
-        disable_time=timestamp(row.disable_time),
+        create_time=optional_timestamp(row.create_time),
+        update_time=optional_timestamp(row.update_time),
+        last_login_time=optional_timestamp(row.last_login_time),
+        disable_time=optional_timestamp(row.disable_time),
         disable_reason=row.disable_reason if for_admin else "",
     )
     return message
@@ -55,9 +44,9 @@ def session(row: SessionRow, current_id: str) -> session_pb2.Session:
         tenant_id=row.tenant_id,
         user_agent=row.user_agent,
         ip_address=row.ip_address,
-        create_time=timestamp(row.create_time),
-        last_seen_time=timestamp(row.last_seen_time),
-        expire_time=timestamp(row.expire_time),
+        create_time=optional_timestamp(row.create_time),
+        last_seen_time=optional_timestamp(row.last_seen_time),
+        expire_time=optional_timestamp(row.expire_time),
         current=row.id == current_id,
     )
 

@@ -7,7 +7,7 @@ from google.protobuf import empty_pb2
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import jwk_pb2, user_pb2
 from nexus.identity.v1.identity_service_pb2_grpc import IdentityServiceServicer
-from nexus_server.common import addresses
+from nexus_server.common import addresses, timestamps
 from nexus_server.identity import accounts, admin, convert, factors, introspection
 from nexus_server.identity.deps import Identity
 from nexus_server.interceptors.call import ServicerContext, current_call, current_principal
@@ -141,7 +141,7 @@ class IdentityServicer(IdentityServiceServicer):
         self, request: pb.EnrollTotpRequest, context: ServicerContext
     ) -> pb.EnrollTotpResponse:
         secret, uri, expire = await factors.enroll(self.deps, user_id=_me()[0], password=request.password)
-        return pb.EnrollTotpResponse(secret=secret, otpauth_uri=uri, expire_time=convert.timestamp(expire))
+        return pb.EnrollTotpResponse(secret=secret, otpauth_uri=uri, expire_time=timestamps.timestamp(expire))
 
     async def ConfirmTotp(
         self, request: pb.ConfirmTotpRequest, context: ServicerContext

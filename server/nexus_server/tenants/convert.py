@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
-
-from google.protobuf import timestamp_pb2
 
 from nexus.tenant.v1 import member_pb2, project_pb2, role_pb2, tenant_pb2
 from nexus_server.common.projects import Project
+from nexus_server.common.timestamps import optional_timestamp
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import domain_proof, invitations, store
 from nexus_server.tenants.members import MemberView
@@ -42,14 +40,6 @@ INVITATION_STATE: dict[str, Any] = {
 INVITATION_STATE_NAME: dict[int, str] = {v: k for k, v in INVITATION_STATE.items()}
 
 
-def ts(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def tenant(row: store.TenantRow) -> tenant_pb2.Tenant:
     suspended = row.status == "suspended"
     return tenant_pb2.Tenant(
@@ -61,11 +51,11 @@ def tenant(row: store.TenantRow) -> tenant_pb2.Tenant:
         plan_id=row.plan_id,
         suspension_cause=CAUSE[row.suspension_cause or "operator"] if suspended else CAUSE[""],
         suspend_reason=(row.suspend_reason or "") if suspended else "",
-        suspend_time=ts(row.suspend_time) if suspended else None,
-        create_time=ts(row.create_time),
-        update_time=ts(row.update_time),
-        delete_time=ts(row.delete_time),
-        domain_verify_time=ts(row.domain_verify_time) if row.domain else None,
+        suspend_time=optional_timestamp(row.suspend_time) if suspended else None,
+        create_time=optional_timestamp(row.create_time),
+        update_time=optional_timestamp(row.update_time),
+        delete_time=optional_timestamp(row.delete_time),
+        domain_verify_time=optional_timestamp(row.domain_verify_time) if row.domain else None,
         domain_challenge_name=domain_proof.challenge_name(row.domain) if row.domain else "",
         domain_challenge_value=(
             domain_proof.challenge_value(row.domain_token) if row.domain and row.domain_token else ""
@@ -84,8 +74,8 @@ def member(view: MemberView) -> member_pb2.Member:
         inherited_roles=view.standing.inherited,
         group_ids=view.standing.group_ids,
         added_by=row.added_by or "",
-        create_time=ts(row.create_time),
-        update_time=ts(row.update_time or row.create_time),
+        create_time=optional_timestamp(row.create_time),
+        update_time=optional_timestamp(row.update_time or row.create_time),
     )
 
 
@@ -99,11 +89,11 @@ def invitation(row: store.InvitationRow, uow: UnitOfWork) -> member_pb2.Invitati
         state=INVITATION_STATE[state],
         invited_by=row.invited_by or "",
         accepted_by=row.accepted_by or "",
-        create_time=ts(row.create_time),
-        send_time=ts(row.send_time),
-        expire_time=ts(row.expire_time),
-        accept_time=ts(row.accept_time),
-        revoke_time=ts(row.revoke_time),
+        create_time=optional_timestamp(row.create_time),
+        send_time=optional_timestamp(row.send_time),
+        expire_time=optional_timestamp(row.expire_time),
+        accept_time=optional_timestamp(row.accept_time),
+        revoke_time=optional_timestamp(row.revoke_time),
     )
 
 
@@ -115,8 +105,8 @@ def role(view: RoleView) -> role_pb2.Role:
         description=view.description,
         permissions=sorted(view.permissions),
         built_in=view.built_in,
-        create_time=ts(view.row.create_time) if view.row else None,
-        update_time=ts(view.row.update_time) if view.row else None,
+        create_time=optional_timestamp(view.row.create_time) if view.row else None,
+        update_time=optional_timestamp(view.row.update_time) if view.row else None,
     )
 
 
@@ -132,8 +122,8 @@ def group(row: store.GroupRow) -> role_pb2.Group:
         description=row.description,
         roles=order_roles(list(row.roles)),
         member_user_ids=row.member_user_ids,
-        create_time=ts(row.create_time),
-        update_time=ts(row.update_time),
+        create_time=optional_timestamp(row.create_time),
+        update_time=optional_timestamp(row.update_time),
     )
 
 
@@ -148,5 +138,5 @@ def grant(row: store.GrantRow) -> project_pb2.ProjectAccess:
         project=row.project,
         role=PROJECT_ROLE[row.role],
         granted_by=row.granted_by or "",
-        grant_time=ts(row.grant_time),
+        grant_time=optional_timestamp(row.grant_time),
     )
