@@ -55,7 +55,7 @@ arch: install
 	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy server/nexus_server
+	$(BIN)/mypy server/nexus_server tests
 
 test: install gen-check buf-lint lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -51,6 +51,7 @@ def _value(
     field: descriptor.FieldDescriptor, strings: st.SearchStrategy[str], depth: int, max_repeated: int
 ) -> st.SearchStrategy[Any]:
     if field.type == FD.TYPE_MESSAGE:
+        assert field.message_type is not None  # a message field always names its type
         return messages(field.message_type, strings, depth=depth + 1, max_repeated=max_repeated)
     if field.type == FD.TYPE_STRING:
         return strings
@@ -79,7 +80,9 @@ def messages(
             else _value(f, strings, depth, max_repeated)
         )
         for f in desc.fields
-        if not (f.type == FD.TYPE_MESSAGE and f.message_type.GetOptions().map_entry)
+        if not (
+            f.type == FD.TYPE_MESSAGE and f.message_type is not None and f.message_type.GetOptions().map_entry
+        )
     }
 
     @st.composite
@@ -121,8 +124,8 @@ def raw_call(channel: grpc.aio.Channel, method: descriptor.MethodDescriptor) -> 
 
 def assert_not_internal(error: grpc.RpcError, context: str = "") -> grpc.StatusCode:
     """Bad input is the caller's fault: never INTERNAL or UNKNOWN."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    assert code not in NEVER, f"{context}{code}: {error.details()}"  # type: ignore[attr-defined]
+    code: grpc.StatusCode = error.code()
+    assert code not in NEVER, f"{context}{code}: {error.details()}"
     return code
 
 
@@ -133,7 +136,7 @@ def check_refusal(
     and an INVALID_ARGUMENT names the bad fields. Returns its code."""
     code = assert_not_internal(error)
     if allowed is not None:
-        assert code in allowed, f"{code}: {error.details()}"  # type: ignore[attr-defined]
+        assert code in allowed, f"{code}: {error.details()}"
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         assert field_violations(error), "INVALID_ARGUMENT names the bad fields"
     return code

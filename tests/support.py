@@ -149,7 +149,7 @@ M = TypeVar("M", bound=Message)
 def _status(source: grpc.RpcError | status_pb2.Status) -> status_pb2.Status | None:
     if isinstance(source, status_pb2.Status):
         return source
-    return rpc_status.from_call(source)  # type: ignore[arg-type]
+    return rpc_status.from_call(source)
 
 
 def status_details(source: grpc.RpcError | status_pb2.Status, cls: type[M]) -> list[M]:
@@ -212,7 +212,7 @@ class Inbox:
         self.messages: list[EmailMessage] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, policy=default))  # type: ignore[arg-type]
+        self.messages.append(email.message_from_bytes(envelope.content, policy=default))
         return "250 OK"
 
     async def wait_for(self, recipient: str, subject: str, seconds: float = 15) -> EmailMessage:

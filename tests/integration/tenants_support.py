@@ -69,7 +69,7 @@ async def invitation_token(server: NexusServer, address: str) -> str:
                 continue
             mail = email.message_from_bytes(raw, policy=default)
             if mail["To"] == address and "Invitation" in mail["Subject"]:
-                found = re.search(r"token=([A-Za-z0-9_-]{43})", mail.get_content())  # type: ignore[attr-defined]
+                found = re.search(r"token=([A-Za-z0-9_-]{43})", mail.get_content())
                 if found:
                     tokens.append(found.group(1))
         if tokens:

@@ -41,9 +41,10 @@ async def _create(channel: grpc.aio.Channel, key: str, **fields: Any) -> pb.Crea
     fields.setdefault("name", "backend")
     fields.setdefault("scopes", ["apikeys:read"])
     fields.setdefault("environment", ApiKey.ENVIRONMENT_LIVE)
-    return await _stub(channel).CreateApiKey(
+    response: pb.CreateApiKeyResponse = await _stub(channel).CreateApiKey(
         pb.CreateApiKeyRequest(api_key=ApiKey(**fields)), metadata=key_metadata(key)
     )
+    return response
 
 
 async def test_create_returns_the_full_key_once_and_get_never_shows_it(
@@ -169,7 +170,10 @@ async def test_verify_reports_each_reason(channel: grpc.aio.Channel, admin_key: 
     created = await _create(channel, admin_key, scopes=["usage:write"], rate_limit_per_minute=2)
 
     async def verify(**fields: Any) -> pb.VerifyApiKeyResponse:
-        return await stub.VerifyApiKey(pb.VerifyApiKeyRequest(**fields), metadata=md)
+        response: pb.VerifyApiKeyResponse = await stub.VerifyApiKey(
+            pb.VerifyApiKeyRequest(**fields), metadata=md
+        )
+        return response
 
     assert (await verify(key="eco_api_nonsense")).reason == Reason.REASON_MALFORMED
     scope = await verify(key=created.key, required_scopes=["usage:write", "billing:read"])

@@ -76,10 +76,11 @@ async def _list(channel: grpc.aio.Channel, metadata: Metadata) -> list[event_pb2
 
 
 async def _publish(channel: grpc.aio.Channel, key: str, type: str) -> event_pb2.Event:
-    return await rpc.EventsServiceStub(channel).PublishEvent(
+    event: event_pb2.Event = await rpc.EventsServiceStub(channel).PublishEvent(
         pb.PublishEventRequest(type=type, source="crm", data=struct_pb2.Struct()),
         metadata=key_metadata(key),
     )
+    return event
 
 
 async def test_list_events_leaves_the_roster_out_for_readers_who_may_not_list_members(

@@ -56,7 +56,7 @@ async def credentials(channel: grpc.aio.Channel, server: tuple[NexusServer, int]
 
 async def _snapshot(srv: NexusServer, *, counters: bool = True) -> tuple[Any, ...]:
     async with srv.db.unit_of_work(readonly=True) as uow:
-        state = []
+        state: list[Any] = []
         for table in _TABLES if counters else [t for t in _TABLES if t is not login_attempts]:
             key = list(table.primary_key.columns)
             state.append(tuple((await uow.session.execute(select(table).order_by(*key))).all()))

@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import email
 import uuid
+from collections.abc import Awaitable
 from email.policy import default
 from typing import Any
 
@@ -110,9 +111,12 @@ async def test_a_new_device_is_noticed_once_and_a_known_one_never(
     address = f"{unique('device')}@example.com"
     await identity.Register(pb.RegisterRequest(email=address, password=PASSWORD))
 
-    def login_from(ip: str) -> object:
+    def login_from(ip: str) -> Awaitable[pb.LoginResponse]:
         metadata = (("x-forwarded-for", ip),) if ip else ()
-        return identity.Login(pb.LoginRequest(email=address, password=PASSWORD), metadata=metadata)
+        call: Awaitable[pb.LoginResponse] = identity.Login(
+            pb.LoginRequest(email=address, password=PASSWORD), metadata=metadata
+        )
+        return call
 
     await login_from("")  # the device that registered: known
     await login_from("203.0.113.7")  # new: noticed

@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from nexus.identity.v1 import identity_service_pb2 as pb
 from nexus.identity.v1 import identity_service_pb2_grpc as rpc
+from nexus.identity.v1 import user_pb2
 from nexus_server.app.server import NexusServer, create_server
 from nexus_server.config import Settings
 from tests.support import make_tenant, register_user
@@ -39,7 +40,7 @@ async def refused(call: object) -> grpc.aio.AioRpcError:
 
 
 async def me(channel: grpc.aio.Channel, access_token: str) -> str:
-    user = await stub(channel).GetCurrentUser(
+    user: user_pb2.User = await stub(channel).GetCurrentUser(
         pb.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {access_token}"),)
     )
     return user.id

@@ -40,9 +40,10 @@ async def enrolled(channel: grpc.aio.Channel) -> tuple[User, pyotp.TOTP, list[st
 
 
 async def login(channel: grpc.aio.Channel, user: User, code: str = "") -> pb.LoginResponse:
-    return await rpc.IdentityServiceStub(channel).Login(
+    response: pb.LoginResponse = await rpc.IdentityServiceStub(channel).Login(
         pb.LoginRequest(email=user.email, password=user.password, totp_code=code)
     )
+    return response
 
 
 async def test_login_without_a_code_is_totp_required(channel: grpc.aio.Channel) -> None:

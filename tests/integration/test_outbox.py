@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
@@ -13,9 +14,9 @@ from nexus_server.db.uow import Database
 
 
 @pytest.fixture
-async def db(database_url: str) -> Database:
+async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(create_async(database_url))
-    yield database  # type: ignore[misc]
+    yield database
     await database.dispose()
 
 

@@ -17,19 +17,24 @@ async def _tenant_with_domain(channel: grpc.aio.Channel, owner: User, domain: st
     request = pb.CreateTenantRequest(
         tenant=tenant_pb2.Tenant(slug=unique("dom"), display_name="Domain Co", domain=domain)
     )
-    return await tenants(channel).CreateTenant(request, metadata=owner.metadata())
+    tenant: tenant_pb2.Tenant = await tenants(channel).CreateTenant(request, metadata=owner.metadata())
+    return tenant
 
 
 async def _verify(channel: grpc.aio.Channel, owner: User, tenant_id: str) -> tenant_pb2.Tenant:
     request = pb.VerifyTenantDomainRequest(id=tenant_id)
-    return await tenants(channel).VerifyTenantDomain(request, metadata=owner.metadata())
+    tenant: tenant_pb2.Tenant = await tenants(channel).VerifyTenantDomain(request, metadata=owner.metadata())
+    return tenant
 
 
 async def _resolves_to(channel: grpc.aio.Channel, key: str, domain: str) -> str:
     """Whom the domain acts for, asked as a sub-project does (a key with `tenants:read`)."""
     request = pb.ResolveTenantRequest(domain=domain)
     try:
-        return (await tenants(channel).ResolveTenant(request, metadata=key_metadata(key))).tenant_id
+        resolved: pb.ResolveTenantResponse = await tenants(channel).ResolveTenant(
+            request, metadata=key_metadata(key)
+        )
+        return resolved.tenant_id
     except grpc.aio.AioRpcError as error:
         assert error.code() == grpc.StatusCode.NOT_FOUND
         return ""

@@ -118,7 +118,7 @@ def _request(method: descriptor.MethodDescriptor, v: Victim) -> Any:
         "invitation_id": v.invitation_id,
     }
     resource_ids = {"tenant": v.tenant_id, "role": v.role_id, "group": v.group_id, "api_key": v.key_id}
-    request = message_factory.GetMessageClass(method.input_type)()
+    request: Any = message_factory.GetMessageClass(method.input_type)()  # any RPC's request message
     for field in request.DESCRIPTOR.fields:
         if field.type == field.TYPE_STRING and not field.is_repeated and field.name in names:
             setattr(request, field.name, names[field.name])

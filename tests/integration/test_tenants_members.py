@@ -220,7 +220,8 @@ async def test_project_grants_drive_check_permission(server: Server, channel: gr
 
     async def check(**kwargs: object) -> Check:
         request = pb.CheckPermissionRequest(subject=t.member.user_id, **kwargs)  # type: ignore[arg-type]
-        return await stub.CheckPermission(request, metadata=key_metadata(key))
+        response: Check = await stub.CheckPermission(request, metadata=key_metadata(key))
+        return response
 
     assert (await check(project="nexus-sales")).reason == Check.REASON_NO_PROJECT_ACCESS
     grant = pb.GrantProjectAccessRequest(

@@ -132,7 +132,7 @@ async def test_roles_write_cannot_delete_or_shrink_a_held_role_beyond_its_own(
     stub = tenants(channel)
 
     async def role(permissions: list[str]) -> str:
-        made = await stub.CreateRole(
+        made: role_pb2.Role = await stub.CreateRole(
             pb.CreateRoleRequest(
                 tenant_id=t.tenant_id, role=role_pb2.Role(name=unique("R"), permissions=permissions)
             ),

@@ -7,12 +7,14 @@ test checks it against the access options in the descriptor, so the two cannot d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 
 from nexus.common.v1 import access_pb2
 from nexus.tenant.v1 import member_pb2, project_pb2, role_pb2, tenant_pb2
@@ -128,7 +130,7 @@ async def _cell(server: NexusServer, channel: grpc.aio.Channel, role: str) -> Ce
 def _request(rpc: str, c: Cell) -> Any:
     t = c.tenant_id
     mask = field_mask_pb2.FieldMask
-    return {
+    requests: dict[str, Callable[[], Message]] = {
         "CreateTenant": lambda: pb.CreateTenantRequest(
             tenant=tenant_pb2.Tenant(slug=unique("m"), display_name="M")
         ),
@@ -169,7 +171,8 @@ def _request(rpc: str, c: Cell) -> Any:
         "RevokeProjectAccess": lambda: pb.RevokeProjectAccessRequest(
             tenant_id=t, user_id=c.target, project="nexus-sales"
         ),
-    }[rpc]()
+    }
+    return requests[rpc]()
 
 
 @pytest.mark.parametrize("rpc", sorted(EXPECTED))

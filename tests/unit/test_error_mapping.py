@@ -22,7 +22,7 @@ class _Ctx:
 
 def _call() -> Call:
     info = MethodInfo.parse("/nexus.tenant.v1.TenantService/GetTenant", streaming=False)
-    return Call(info, _Ctx(), {}, request_id="req_test")  # type: ignore[arg-type]
+    return Call(info, _Ctx(), {}, request_id="req_test")
 
 
 def test_invalid_argument_carries_field_violations_and_error_info() -> None:

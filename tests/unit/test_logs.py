@@ -6,7 +6,9 @@ import io
 import json
 import logging
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ from nexus_server import logs
 
 
 @pytest.fixture
-def handler() -> tuple[logs.JsonLinesHandler, io.StringIO]:
+def handler() -> Iterator[tuple[logs.JsonLinesHandler, io.StringIO]]:
     stream = io.StringIO()
     h = logs.JsonLinesHandler(stream)
     h.setFormatter(logs.JsonFormatter())
@@ -91,7 +93,7 @@ def test_an_access_line_without_a_record_is_the_line_a_record_makes(
     handler: tuple[logs.JsonLinesHandler, io.StringIO],
 ) -> None:
     h, stream = handler
-    fields = {
+    fields: dict[str, Any] = {
         "request_id": 'req_"1\\é\u2028\x00',  # quotes, escapes, non-ASCII, a control character
         "method": "/x.Y/Z",
         "code": "OK",

@@ -18,7 +18,7 @@ class _Ctx:
 
 def _call(code: grpc.StatusCode) -> Call:
     info = MethodInfo.parse("/nexus.tenant.v1.TenantService/GetTenant", streaming=False)
-    call = Call(info, _Ctx(), {})  # type: ignore[arg-type]
+    call = Call(info, _Ctx(), {})
     call.code = code
     return call
 
