@@ -28,6 +28,7 @@ Unknown emails are counted exactly like known ones, so no answer tells them apar
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,6 +37,15 @@ from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.identity import store
 
 _CAS_TRIES = 64
+
+
+@dataclass(frozen=True)
+class _Next:
+    """What an attempts row becomes when one more failure is counted."""
+
+    failures: int
+    next_attempt_time: datetime
+    locked_until: datetime | None
 
 
 @dataclass(frozen=True)
@@ -152,12 +162,9 @@ class Throttle:
 
     async def _admit_pair(self, uow: UnitOfWork, key: str) -> None:
         """The escalating delay and the lock, for one email from one address."""
-        # Retried in the same transaction: on PostgreSQL (READ COMMITTED) each statement sees
-        # the latest committed count, and under SQLite's BEGIN IMMEDIATE the swap cannot lose.
         policy = self.policy
-        for _ in range(_CAS_TRIES):
-            now = uow.clock.now()
-            row = await self._row(uow, key, now)
+
+        def step(row: store.AttemptRow, now: datetime) -> _Next:
             failures = row.failures
             if row.locked_until is not None and row.locked_until > now:
                 raise _throttled(
@@ -177,25 +184,16 @@ class Throttle:
                 failures = 0  # an old streak, or a lock that has run out: start over
             counted = failures + 1
             locked = now + policy.lock_for if counted >= policy.lock_after else None
-            if await store.swap_attempts(
-                uow.session,
-                key,
-                expected_failures=row.failures,
-                failures=counted,
-                now=now,
-                next_attempt_time=now + policy.delay_after(counted),
-                locked_until=locked,
-            ):
-                return
-        raise _throttled("LOGIN_THROTTLED", timedelta(seconds=1), "email", "too many concurrent sign-ins")
+            return _Next(counted, now + policy.delay_after(counted), locked)
+
+        await self._count_failure(uow, key, step)
 
     async def _admit_spread(self, uow: UnitOfWork, key: str, *, held_back: bool) -> None:
         """The email's failures from every address: paces unknown devices past
         `spread_after`, never locks, and never holds back a known device (it is counted)."""
         policy = self.policy
-        for _ in range(_CAS_TRIES):
-            now = uow.clock.now()
-            row = await self._row(uow, key, now)
+
+        def step(row: store.AttemptRow, now: datetime) -> _Next:
             if held_back and row.next_attempt_time > now:
                 raise _throttled(
                     "LOGIN_THROTTLED",
@@ -205,14 +203,29 @@ class Throttle:
                 )
             failures = 0 if now - row.last_failure_time > policy.window else row.failures
             counted = failures + 1
+            return _Next(counted, now + policy.spread_delay_after(counted), None)
+
+        await self._count_failure(uow, key, step)
+
+    async def _count_failure(
+        self, uow: UnitOfWork, key: str, step: Callable[[store.AttemptRow, datetime], _Next]
+    ) -> None:
+        """Count one more failure on `key`: `step` refuses the attempt (raises) or says what
+        the row becomes, and the row is swapped only if no one counted in between.
+        Retried in the same transaction: on PostgreSQL (READ COMMITTED) each statement sees
+        the latest committed count, and under SQLite's BEGIN IMMEDIATE the swap cannot lose."""
+        for _ in range(_CAS_TRIES):
+            now = uow.clock.now()
+            row = await self._row(uow, key, now)
+            change = step(row, now)
             if await store.swap_attempts(
                 uow.session,
                 key,
                 expected_failures=row.failures,
-                failures=counted,
+                failures=change.failures,
                 now=now,
-                next_attempt_time=now + policy.spread_delay_after(counted),
-                locked_until=None,
+                next_attempt_time=change.next_attempt_time,
+                locked_until=change.locked_until,
             ):
                 return
         raise _throttled("LOGIN_THROTTLED", timedelta(seconds=1), "email", "too many concurrent sign-ins")
