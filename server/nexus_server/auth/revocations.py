@@ -65,7 +65,7 @@ class Revocations:
     ) -> None:
         """Record a revocation inside `uow`; it applies here on commit and elsewhere on poll."""
         now = uow.clock.now()
-        row_id = new_id("rvk", now_ms=int(now.timestamp() * 1000))
+        row_id = new_id("rvk", at=now)
         await uow.session.execute(
             insert(revocations).values(
                 id=row_id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
@@ -37,9 +38,13 @@ def random_base62(length: int) -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
-def new_id(prefix: str, *, now_ms: int | None = None) -> str:
+def new_id(prefix: str, *, now_ms: int | None = None, at: datetime | None = None) -> str:
+    """A new id of `prefix`, ordered by its time: `at` (the unit of work's clock, so ids sort
+    with the rows' own timestamps), `now_ms`, or the wall clock."""
     if prefix not in PREFIXES:
         raise ValueError(f"unknown id prefix {prefix!r}")
+    if at is not None:
+        now_ms = int(at.timestamp() * 1000)
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     return f"{prefix}_{encode(ms, _TIME_CHARS)}{random_base62(_RANDOM_CHARS)}"
 

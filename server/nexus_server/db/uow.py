@@ -160,7 +160,7 @@ class UnitOfWork:
         head = int((await session.execute(upsert)).scalar_one())
         now = self.clock.now()
         event = StoredEvent(
-            id=new_id("evt", now_ms=int(now.timestamp() * 1000)),
+            id=new_id("evt", at=now),
             tenant_id=tenant_id,
             sequence=head,
             type=type,

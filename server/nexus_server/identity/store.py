@@ -56,7 +56,7 @@ def new_user(
 ) -> UserRow:
     """A fresh active account: no second factor, never logged in, its id ordered by `now`."""
     return UserRow(
-        id=new_id("usr", now_ms=int(now.timestamp() * 1000)),
+        id=new_id("usr", at=now),
         email=email,
         password_hash=password_hash,
         display_name=display_name,

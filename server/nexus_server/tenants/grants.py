@@ -10,9 +10,9 @@ from nexus_server.common.projects import KEY, ROLE_ORDER, Project
 from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import access, rules, store
+from nexus_server.tenants.invalidation import invalidate_member
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BY_NAME
-from nexus_server.tenants.workflows import invalidate_member
 
 
 def _project_key(key: str, field: str, bad: Violations) -> None:

@@ -23,10 +23,9 @@ from nexus_server.tenants.actor import (
     require_may_hand_out,
     require_may_take_away,
 )
-from nexus_server.tenants.directory import MEMBERSHIP
+from nexus_server.tenants.invalidation import invalidate_all_members, invalidate_member
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import OWNER
-from nexus_server.tenants.workflows import invalidate_member
 
 UPDATABLE = ("name", "description", "roles")
 MAX_MEMBERS = 1000
@@ -43,10 +42,6 @@ def _check_ids(user_id: str, group_id: str) -> None:
     with Violations() as bad:
         rules.identifier(user_id, "usr", "user_id", bad)
         rules.identifier(group_id, "grp", "group_id", bad)
-
-
-async def _invalidate_all(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
-    await revocations.revoke(uow, MEMBERSHIP, f"{tenant_id}/*", until=uow.clock.now())
 
 
 async def _get(uow: UnitOfWork, tenant_id: str, group_id: str, field: str = "group_id") -> store.GroupRow:
@@ -71,15 +66,7 @@ async def create_group(
     if await store.group_name_taken(uow.session, tenant_id, name):
         raise AlreadyExists(f"the tenant already has a group named {name!r}")
     now = uow.clock.now()
-    row = store.GroupRow(
-        new_id("grp", now_ms=int(now.timestamp() * 1000)),
-        tenant_id,
-        name,
-        description,
-        tuple(roles),
-        now,
-        now,
-    )
+    row = store.GroupRow(new_id("grp", at=now), tenant_id, name, description, tuple(roles), now, now)
     try:
         await store.insert_group(uow.session, row)
     except store.Conflict:
@@ -145,7 +132,7 @@ async def update_group(
         subject=group_id,
     )
     if "roles" in values:
-        await _invalidate_all(uow, revocations, tenant_id)
+        await invalidate_all_members(uow, revocations, tenant_id)
     return found
 
 
@@ -212,7 +199,7 @@ async def delete_group(
     await uow.append_event(
         "group.deleted", {"group_id": group_id, "name": group.name}, tenant_id=tenant_id, subject=group_id
     )
-    await _invalidate_all(uow, revocations, tenant_id)
+    await invalidate_all_members(uow, revocations, tenant_id)
 
 
 async def list_groups(

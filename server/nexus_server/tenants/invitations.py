@@ -32,9 +32,9 @@ from nexus_server.common.ids import new_id
 from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
+from nexus_server.tenants.invalidation import invalidate_member
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.people import People
-from nexus_server.tenants.workflows import invalidate_member
 
 DEFAULT_TTL = timedelta(days=7)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -99,7 +99,7 @@ async def invite(
         await store.update_invitation(uow.session, pending.id, values)
         invitation_id = pending.id
     else:
-        invitation_id = new_id("ivt", now_ms=int(now.timestamp() * 1000))
+        invitation_id = new_id("ivt", at=now)
         await store.insert_invitation(
             uow.session,
             store.InvitationRow(

@@ -27,10 +27,10 @@ from nexus_server.tenants.actor import (
     require_may_hand_out,
     require_may_take_away,
 )
+from nexus_server.tenants.invalidation import invalidate_member
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.people import People
 from nexus_server.tenants.permissions import MEMBER, OWNER
-from nexus_server.tenants.workflows import invalidate_member
 
 
 @dataclass(frozen=True)

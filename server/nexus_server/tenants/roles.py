@@ -17,7 +17,7 @@ from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import rules, store
 from nexus_server.tenants.actor import Actor, require_may_take_away, require_permissions_held
-from nexus_server.tenants.directory import MEMBERSHIP
+from nexus_server.tenants.invalidation import invalidate_all_members
 from nexus_server.tenants.locking import lock_tenant
 from nexus_server.tenants.permissions import BUILT_IN_PERMISSIONS, BUILT_IN_ROLES, BY_NAME
 
@@ -86,15 +86,7 @@ async def create_role(
     await require_permissions_held(uow.session, tenant_id, actor, names)
     await _name_free(uow, tenant_id, name)
     now = uow.clock.now()
-    row = store.RoleRow(
-        new_id("rol", now_ms=int(now.timestamp() * 1000)),
-        tenant_id,
-        name,
-        description,
-        tuple(names),
-        now,
-        now,
-    )
+    row = store.RoleRow(new_id("rol", at=now), tenant_id, name, description, tuple(names), now, now)
     try:
         await store.insert_role(uow.session, row)
     except store.Conflict:
@@ -175,7 +167,7 @@ async def update_role(
         subject=role_id,
     )
     if "permissions" in values:
-        await revocations.revoke(uow, MEMBERSHIP, f"{tenant_id}/*", until=uow.clock.now())
+        await invalidate_all_members(uow, revocations, tenant_id)
     return _view(found)
 
 
@@ -226,7 +218,7 @@ async def delete_role(
         tenant_id=tenant_id,
         subject=role_id,
     )
-    await revocations.revoke(uow, MEMBERSHIP, f"{tenant_id}/*", until=now)
+    await invalidate_all_members(uow, revocations, tenant_id)
 
 
 async def list_roles(uow: UnitOfWork, tenant_id: str) -> list[RoleView]:

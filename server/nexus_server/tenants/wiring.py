@@ -14,9 +14,9 @@ from nexus_server.tenants import grants, invitations
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.directory import CachedTenantDirectory
 from nexus_server.tenants.domain_proof import DnsTxtLookup
+from nexus_server.tenants.lifecycle import RevokeTenantKeys
 from nexus_server.tenants.people import People
 from nexus_server.tenants.service import TenantServicer
-from nexus_server.tenants.workflows import RevokeTenantKeys
 
 # (uow, tenant_id, user_id) -> project name → role: what identity puts in the `projects` claim.
 ProjectGrants = Callable[[UnitOfWork, str, str], Coroutine[Any, Any, dict[str, str]]]

@@ -1,4 +1,4 @@
-"""Tenant lifecycle workflows: create, update, delete, suspend, reactivate, read and list.
+"""Tenant workflows: create, read, update, list and resolve (lifecycle.py holds the rest).
 
 Each takes a unit of work, writes its event in the same transaction, and sends an
 invalidation through the revocation feed when it changes who may act in the tenant, so
@@ -8,7 +8,7 @@ every replica's directory forgets its cached answer within a poll interval.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,10 +16,8 @@ from nexus_server.auth.revocations import Revocations
 from nexus_server.common import pagination
 from nexus_server.common.errors import (
     AlreadyExists,
-    FailedPrecondition,
     NotFound,
     PermissionDenied,
-    PreconditionViolation,
 )
 from nexus_server.common.fieldmask import fields_to_update
 from nexus_server.common.ids import new_id
@@ -27,8 +25,7 @@ from nexus_server.common.validation import Violations
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import domain_proof, rules, store
 from nexus_server.tenants.actor import Actor
-from nexus_server.tenants.directory import MEMBERSHIP, TENANT
-from nexus_server.tenants.locking import lock_tenant
+from nexus_server.tenants.invalidation import invalidate_member, invalidate_tenant
 from nexus_server.tenants.permissions import BUILT_IN_ROLES, OWNER
 
 __all__ = ["BUILT_IN_ROLES", "FREE_PLAN", "create_tenant", "set_member_roles"]
@@ -38,7 +35,7 @@ _SLUG_CHARS = re.compile(r"^[a-z0-9-]*$")
 UPDATABLE = ("slug", "display_name", "domain")
 
 
-def _check_id(tenant_id: str) -> None:
+def check_id(tenant_id: str) -> None:
     with Violations() as bad:
         rules.identifier(tenant_id, "ten", "id", bad)
 
@@ -51,7 +48,7 @@ def _slug_filter(value: str, bad: Violations) -> str:
     return value
 
 
-def _event(row: store.TenantRow) -> dict[str, object]:
+def event_body(row: store.TenantRow) -> dict[str, object]:
     return {
         "tenant_id": row.id,
         "slug": row.slug,
@@ -59,15 +56,6 @@ def _event(row: store.TenantRow) -> dict[str, object]:
         "domain": row.domain or "",
         "status": row.status,
     }
-
-
-async def invalidate_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> None:
-    # until=now: an invalidation signal for every replica's directory, not a standing block.
-    await revocations.revoke(uow, TENANT, tenant_id, until=uow.clock.now())
-
-
-async def invalidate_member(uow: UnitOfWork, revocations: Revocations, tenant_id: str, user_id: str) -> None:
-    await revocations.revoke(uow, MEMBERSHIP, f"{tenant_id}/{user_id}", until=uow.clock.now())
 
 
 async def _require_unique(uow: UnitOfWork, slug: str | None, domain: str | None, except_id: str = "") -> None:
@@ -79,7 +67,7 @@ async def _require_unique(uow: UnitOfWork, slug: str | None, domain: str | None,
         )
 
 
-async def _write_or_conflict(
+async def write_or_conflict(
     uow: UnitOfWork, slug: str | None, domain: str | None, write: Awaitable[None]
 ) -> None:
     try:
@@ -101,7 +89,7 @@ async def create_tenant(
     await _require_unique(uow, slug, normal)
     now = uow.clock.now()
     row = store.TenantRow(
-        id=new_id("ten", now_ms=int(now.timestamp() * 1000)),
+        id=new_id("ten", at=now),
         slug=slug,
         display_name=display_name,
         domain=normal or None,
@@ -113,11 +101,11 @@ async def create_tenant(
         update_time=now,
         delete_time=None,
     )
-    await _write_or_conflict(uow, slug, normal, store.insert_tenant(uow.session, row))
+    await write_or_conflict(uow, slug, normal, store.insert_tenant(uow.session, row))
     await store.upsert_membership(uow.session, row.id, owner_user_id, [OWNER], now)
     await uow.append_event(
         "tenant.created",
-        {**_event(row), "owner_user_id": owner_user_id, "plan_id": FREE_PLAN},
+        {**event_body(row), "owner_user_id": owner_user_id, "plan_id": FREE_PLAN},
         tenant_id=row.id,
         subject=row.id,
     )
@@ -138,7 +126,7 @@ async def set_member_roles(
 
 
 async def get_tenant(uow: UnitOfWork, tenant_id: str, *, include_deleted: bool = False) -> store.TenantRow:
-    _check_id(tenant_id)
+    check_id(tenant_id)
     row = await store.get_tenant(uow.session, tenant_id)
     if row is None or (row.status == "deleted" and not include_deleted):
         raise NotFound(f"tenant {tenant_id} does not exist")
@@ -174,125 +162,16 @@ async def update_tenant(
     assert domain is None or isinstance(domain, str)
     await _require_unique(uow, slug, domain, except_id=tenant_id)
     values["update_time"] = uow.clock.now()
-    await _write_or_conflict(uow, slug, domain, store.update_tenant(uow.session, tenant_id, values))
+    await write_or_conflict(uow, slug, domain, store.update_tenant(uow.session, tenant_id, values))
     row = await get_tenant(uow, tenant_id)
     await uow.append_event(
         "tenant.updated",
-        {**_event(row), "changed": sorted(k for k in values if k in UPDATABLE)},
+        {**event_body(row), "changed": sorted(k for k in values if k in UPDATABLE)},
         tenant_id=tenant_id,
         subject=tenant_id,
     )
     if "domain" in values:
         await invalidate_tenant(uow, revocations, tenant_id)
-    return row
-
-
-async def verify_domain(
-    uow: UnitOfWork, revocations: Revocations, lookup: domain_proof.TxtLookup, tenant_id: str
-) -> store.TenantRow:
-    """Prove the tenant's pending domain by its TXT record; from then on it resolves to the
-    tenant and no other tenant may claim it. Verifying a verified domain changes nothing."""
-    _check_id(tenant_id)
-    await lock_tenant(uow, tenant_id)
-    row = await get_tenant(uow, tenant_id)
-    if not row.domain or not row.domain_token:
-        raise FailedPrecondition(
-            "the tenant has no custom domain to verify",
-            reason="DOMAIN_VERIFICATION_FAILED",
-            violations=[PreconditionViolation("DOMAIN", tenant_id, "set Tenant.domain first")],
-        )
-    if row.domain_verify_time is not None:
-        return row
-    if await store.domain_exists(uow.session, row.domain, except_id=tenant_id):
-        raise AlreadyExists(
-            f"the domain {row.domain!r} is taken", reason="DOMAIN_TAKEN", metadata={"domain": row.domain}
-        )
-    name, value = domain_proof.challenge_name(row.domain), domain_proof.challenge_value(row.domain_token)
-    if not await domain_proof.proves(lookup, row.domain, row.domain_token):
-        raise FailedPrecondition(
-            f"no TXT record {name} carrying {value!r} was found",
-            reason="DOMAIN_VERIFICATION_FAILED",
-            metadata={"record_name": name, "record_value": value},
-            violations=[PreconditionViolation("DNS", row.domain, f"publish TXT {name} = {value}")],
-        )
-    now = uow.clock.now()
-    write = store.update_tenant(uow.session, tenant_id, {"domain_verify_time": now, "update_time": now})
-    await _write_or_conflict(uow, None, row.domain, write)
-    row = await get_tenant(uow, tenant_id)
-    await uow.append_event("tenant.domain_verified", {**_event(row)}, tenant_id=tenant_id, subject=tenant_id)
-    await invalidate_tenant(uow, revocations, tenant_id)
-    return row
-
-
-# (uow, revocations, tenant_id) -> how many keys: the apikeys capability's port, handed over
-# by app/wiring.py, that revokes every key of a tenant inside the deleting transaction.
-RevokeTenantKeys = Callable[[UnitOfWork, Revocations, str], Awaitable[int]]
-
-
-async def delete_tenant(
-    uow: UnitOfWork, revocations: Revocations, revoke_keys: RevokeTenantKeys, tenant_id: str
-) -> None:
-    """Soft delete: status deleted, API keys revoked, pending invitations revoked."""
-    row = await get_tenant(uow, tenant_id)
-    now = uow.clock.now()
-    await store.set_status(uow.session, tenant_id, "deleted", now)
-    revoked = await revoke_keys(uow, revocations, tenant_id)
-    for invitation in await store.pending_invitations_of_tenant(uow.session, tenant_id):
-        await store.update_invitation(uow.session, invitation.id, {"state": "revoked", "revoke_time": now})
-    await uow.append_event(
-        "tenant.deleted",
-        {**_event(row), "status": "deleted", "api_keys_revoked": revoked},
-        tenant_id=tenant_id,
-        subject=tenant_id,
-    )
-    await invalidate_tenant(uow, revocations, tenant_id)
-
-
-async def suspend_tenant(
-    uow: UnitOfWork, revocations: Revocations, tenant_id: str, reason: str, *, cause: str = "operator"
-) -> store.TenantRow:
-    with Violations() as bad:
-        rules.identifier(tenant_id, "ten", "id", bad)
-        reason = rules.text_name(reason, "reason", bad, limit=500)
-    row = await _live(uow, tenant_id)
-    now = uow.clock.now()
-    await store.set_status(uow.session, tenant_id, "suspended", now, cause=cause, reason=reason)
-    if row.status == "suspended":
-        # Already suspended: keep when it began; only the reason and cause change.
-        await store.update_tenant(uow.session, tenant_id, {"suspend_time": row.suspend_time})
-    row = await get_tenant(uow, tenant_id)
-    await uow.append_event(
-        "tenant.suspended",
-        {**_event(row), "cause": cause, "reason": reason},
-        tenant_id=tenant_id,
-        subject=tenant_id,
-    )
-    await invalidate_tenant(uow, revocations, tenant_id)
-    return row
-
-
-async def reactivate_tenant(uow: UnitOfWork, revocations: Revocations, tenant_id: str) -> store.TenantRow:
-    _check_id(tenant_id)
-    row = await _live(uow, tenant_id)
-    if row.status == "active":
-        return row
-    await store.set_status(uow.session, tenant_id, "active", uow.clock.now())
-    row = await get_tenant(uow, tenant_id)
-    await uow.append_event("tenant.reactivated", _event(row), tenant_id=tenant_id, subject=tenant_id)
-    await invalidate_tenant(uow, revocations, tenant_id)
-    return row
-
-
-async def _live(uow: UnitOfWork, tenant_id: str) -> store.TenantRow:
-    row = await store.get_tenant(uow.session, tenant_id, lock=True)
-    if row is None:
-        raise NotFound(f"tenant {tenant_id} does not exist")
-    if row.status == "deleted":
-        raise FailedPrecondition(
-            f"tenant {tenant_id} is deleted",
-            reason="TENANT_DELETED",
-            violations=[PreconditionViolation("STATE", f"tenants/{tenant_id}", "the tenant is deleted")],
-        )
     return row
 
 
@@ -351,7 +230,7 @@ async def resolve_tenant(
             slug = _slug_filter(slug, bad)
         row = await store.tenant_by_slug(uow.session, slug)
     else:
-        _check_id(tenant_id)
+        check_id(tenant_id)
         row = await store.get_tenant(uow.session, tenant_id)
     if row is None or row.status == "deleted":
         raise NotFound("no tenant matches")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from nexus.tenant.v1 import tenant_service_pb2_grpc as rpc
 from nexus_server.app.context import AppContext
 from nexus_server.common.projects import Project
-from nexus_server.tenants import invitations, workflows
+from nexus_server.tenants import invitations, lifecycle
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.domain_proof import TxtLookup
 from nexus_server.tenants.people import People
@@ -34,7 +34,7 @@ class TenantServicer(TenantRpcs, MemberRpcs, RoleRpcs, GroupRpcs, ProjectRpcs, r
         post: invitations.Post,
         facts: AccessCache,
         txt: TxtLookup,
-        revoke_keys: workflows.RevokeTenantKeys,
+        revoke_keys: lifecycle.RevokeTenantKeys,
         people: People,
     ):
         self.ctx = ctx

@@ -10,7 +10,7 @@ from nexus_server.auth.revocations import Revocations
 from nexus_server.common.projects import Project
 from nexus_server.db.uow import Database
 from nexus_server.interceptors.call import current_call
-from nexus_server.tenants import invitations, workflows
+from nexus_server.tenants import invitations, lifecycle
 from nexus_server.tenants.actor import Actor
 from nexus_server.tenants.cache import AccessCache
 from nexus_server.tenants.domain_proof import TxtLookup
@@ -38,5 +38,5 @@ class RpcBase:
     post: invitations.Post
     facts: AccessCache
     txt: TxtLookup
-    revoke_keys: workflows.RevokeTenantKeys
+    revoke_keys: lifecycle.RevokeTenantKeys
     people: People  # identity's directory of accounts

@@ -9,7 +9,7 @@ from google.protobuf import empty_pb2
 from nexus.tenant.v1 import tenant_pb2
 from nexus.tenant.v1 import tenant_service_pb2 as pb
 from nexus_server.common.validation import Violations
-from nexus_server.tenants import convert, workflows
+from nexus_server.tenants import convert, lifecycle, workflows
 from nexus_server.tenants.service.base import EMPTY, RpcBase, actor, principal
 
 
@@ -63,12 +63,12 @@ class TenantRpcs(RpcBase):
         self, request: pb.VerifyTenantDomainRequest, context: Any
     ) -> tenant_pb2.Tenant:
         async with self.db.unit_of_work() as uow:
-            row = await workflows.verify_domain(uow, self.revocations, self.txt, request.id)
+            row = await lifecycle.verify_domain(uow, self.revocations, self.txt, request.id)
         return convert.tenant(row)
 
     async def DeleteTenant(self, request: pb.DeleteTenantRequest, context: Any) -> empty_pb2.Empty:
         async with self.db.unit_of_work() as uow:
-            await workflows.delete_tenant(uow, self.revocations, self.revoke_keys, request.id)
+            await lifecycle.delete_tenant(uow, self.revocations, self.revoke_keys, request.id)
         return EMPTY
 
     async def ResolveTenant(self, request: pb.ResolveTenantRequest, context: Any) -> pb.ResolveTenantResponse:
@@ -86,10 +86,10 @@ class TenantRpcs(RpcBase):
 
     async def SuspendTenant(self, request: pb.SuspendTenantRequest, context: Any) -> tenant_pb2.Tenant:
         async with self.db.unit_of_work() as uow:
-            row = await workflows.suspend_tenant(uow, self.revocations, request.id, request.reason)
+            row = await lifecycle.suspend_tenant(uow, self.revocations, request.id, request.reason)
         return convert.tenant(row)
 
     async def ReactivateTenant(self, request: pb.ReactivateTenantRequest, context: Any) -> tenant_pb2.Tenant:
         async with self.db.unit_of_work() as uow:
-            row = await workflows.reactivate_tenant(uow, self.revocations, request.id)
+            row = await lifecycle.reactivate_tenant(uow, self.revocations, request.id)
         return convert.tenant(row)
