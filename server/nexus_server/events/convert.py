@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any, TypedDict
 
 from google.protobuf import struct_pb2
 
 from nexus.events.v1 import event_pb2, events_service_pb2
-from nexus_server.common import timestamps
+from nexus_server.common import structs, timestamps
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.validation import Violations
 from nexus_server.db.uow import StoredEvent
@@ -27,29 +26,11 @@ from nexus_server.events.subscription import (
 )
 
 
-# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-def _plain(value: struct_pb2.Value) -> Any:
-    kind = value.WhichOneof("kind")
-    if kind == "struct_value":
-        return {k: _plain(v) for k, v in value.struct_value.fields.items()}
-    if kind == "list_value":
-        return [_plain(v) for v in value.list_value.values]
-    if kind == "number_value":
-        number = value.number_value
-        if not math.isfinite(number):
-            raise InvalidArgument(
-                FieldViolation("data", "numbers must be finite (JSON has no NaN or Infinity)")
-            )
-        return number
-    if kind == "string_value":
-        return value.string_value
-    if kind == "bool_value":
-        return value.bool_value
-    return None  # null_value, or no kind set
-
-
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {k: _plain(v) for k, v in struct.fields.items()}
+    try:
+        return structs.struct_to_dict(struct)
+    except structs.NotJson as error:
+        raise InvalidArgument(FieldViolation("data", str(error))) from None
 
 
 def _time(request: Any, name: str, bad: Violations) -> datetime | None:

@@ -8,12 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, bindparam, case, delete, exists, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.common.ids import new_id
+from nexus_server.db.dialect import insert_for
 from nexus_server.db.types import UtcDateTime
 from nexus_server.identity.tables import (
     known_devices,
@@ -119,11 +118,6 @@ class AttemptRow:
     last_failure_time: datetime
     next_attempt_time: datetime
     locked_until: datetime | None
-
-
-def _insert(session: AsyncSession) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT (SQLite and PostgreSQL alike)."""
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _row(cls: type[Any], mapping: Any) -> Any:
@@ -382,7 +376,7 @@ async def remember_device(session: AsyncSession, user_id: str, device_hash: str,
     """Record the device; True if it was not known before. One statement (no savepoint):
     the primary key decides, race-free."""
     result = await session.execute(
-        _insert(session)(known_devices)
+        insert_for(session)(known_devices)
         .values(user_id=user_id, device_hash=device_hash, first_seen_time=now)
         .on_conflict_do_nothing()
         .returning(known_devices.c.user_id)
@@ -412,7 +406,7 @@ async def get_attempts(session: AsyncSession, key: str) -> AttemptRow | None:
 async def create_attempts(session: AsyncSession, key: str, now: datetime) -> None:
     """Create the zero row if missing (a concurrent creator wins harmlessly)."""
     await session.execute(
-        _insert(session)(login_attempts)
+        insert_for(session)(login_attempts)
         .values(key=key, failures=0, last_failure_time=now, next_attempt_time=now, locked_until=None)
         .on_conflict_do_nothing()
     )
