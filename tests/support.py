@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from nexus_server.app.server import NexusServer
+from nexus_server.db.uow import Database
 
 PASSWORD = "Correct-Horse-9-Battery"
 _counter = itertools.count()
@@ -119,6 +120,67 @@ async def event_keys(database_url: str) -> tuple[str, str]:
     finally:
         await db.dispose()
     return publisher, reader
+
+
+async def usage_tenant(database_url: str) -> tuple[str, str]:
+    """A new tenant and the full key of its API key holding usage:write and usage:read,
+    written straight to the database at `database_url` (for servers in another process)."""
+    from nexus_server.apikeys.workflows import issue_key as issue
+    from nexus_server.common.ids import new_id
+    from nexus_server.db.engine import create_async
+    from nexus_server.db.uow import Database
+    from nexus_server.tenants.workflows import create_tenant
+
+    db = Database(create_async(database_url))
+    try:
+        async with db.unit_of_work() as uow:
+            tenant = await create_tenant(
+                uow, owner_user_id=new_id("usr"), slug=unique("use"), display_name="U"
+            )
+            _, key = await issue(
+                uow,
+                tenant_id=tenant.id,
+                name="use",
+                scopes=["usage:write", "usage:read"],
+                rate_limit_per_minute=100_000,  # re-sending everything is many calls
+            )
+    finally:
+        await db.dispose()
+    return tenant.id, key
+
+
+@dataclass(frozen=True)
+class StoredUsage:
+    """A tenant's usage as stored, Nexus's own `api_calls` metering left out."""
+
+    keys: list[str]  # the idempotency keys of its raw records
+    quantity: int  # their summed quantity
+    rolled_up: int  # the daily rollups' summed quantity
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return len(self.keys), self.quantity, self.rolled_up
+
+
+async def stored_usage(db: Database, tenant_id: str) -> StoredUsage:
+    from sqlalchemy import func, select
+
+    from nexus_server.usage.tables import usage_daily, usage_records
+
+    records = usage_records.c
+    async with db.unit_of_work(readonly=True) as uow:
+        rows = await uow.session.execute(
+            select(records.idempotency_key, records.quantity).where(
+                records.tenant_id == tenant_id, records.metric != "api_calls"
+            )
+        )
+        found = list(rows)
+        rolled = await uow.session.scalar(
+            select(func.coalesce(func.sum(usage_daily.c.quantity), 0)).where(
+                usage_daily.c.tenant_id == tenant_id, usage_daily.c.metric != "api_calls"
+            )
+        )
+    return StoredUsage([k for k, _ in found], sum(int(q) for _, q in found), int(rolled or 0))
 
 
 async def login(channel: grpc.aio.Channel, email: str, user_id: str, tenant_id: str = "") -> User:

@@ -58,6 +58,12 @@ class Settings:
     events_buffer_events: int = 1024
     events_buffer_bytes: int = 1024 * 1024
     events_poll_interval: timedelta = timedelta(seconds=1)
+    # Usage: metering of every authenticated call as `api_calls` (NEXUS_USAGE_METERING=0 turns
+    # it off), flushed at least this often; raw records kept this long (at least the 7 days
+    # idempotency keys are promised for), their rollups for good.
+    usage_metering: bool = True
+    usage_flush_interval: timedelta = timedelta(seconds=1)
+    usage_retention: timedelta = timedelta(days=35)
     # Identity: bcrypt cost (tests lower it), how long JWKS readers may cache the key set
     # (a new signing key is published this long before it signs), outgoing mail.
     bcrypt_rounds: int = 12
@@ -188,6 +194,13 @@ def _events_poll(env: Mapping[str, str], default: timedelta) -> timedelta:
     return value
 
 
+def _usage_flush(env: Mapping[str, str], default: timedelta) -> timedelta:
+    value = _seconds(env, "NEXUS_USAGE_FLUSH_SECONDS", default)
+    if not 0.01 <= value.total_seconds() <= 1:
+        raise ConfigError("NEXUS_USAGE_FLUSH_SECONDS must be from 0.01 to 1")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every NEXUS_* setting; raise ConfigError naming the first bad one."""
     env = os.environ if env is None else env
@@ -242,6 +255,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
         or base.events_buffer_bytes,
         events_poll_interval=_events_poll(env, base.events_poll_interval),
+        usage_metering=env.get("NEXUS_USAGE_METERING", "1").strip().lower()
+        not in ("0", "false", "off", "no"),
+        usage_flush_interval=_usage_flush(env, base.usage_flush_interval),
+        usage_retention=timedelta(days=_int(env, "NEXUS_USAGE_RETENTION_DAYS", 35, 7, 3650) or 35),
         bcrypt_rounds=_int(env, "NEXUS_BCRYPT_ROUNDS", base.bcrypt_rounds, 4, 31) or base.bcrypt_rounds,
         jwks_cache_ttl=_seconds(env, "NEXUS_JWKS_CACHE_SECONDS", base.jwks_cache_ttl),
         smtp_url=_url(env, "NEXUS_SMTP_URL", ("smtp", "smtps"), None),

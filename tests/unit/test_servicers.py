@@ -14,6 +14,7 @@ from nexus.apikey.v1 import apikey_service_pb2, apikey_service_pb2_grpc
 from nexus.events.v1 import events_service_pb2, events_service_pb2_grpc
 from nexus.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from nexus.tenant.v1 import tenant_service_pb2, tenant_service_pb2_grpc
+from nexus.usage.v1 import usage_service_pb2, usage_service_pb2_grpc
 from nexus_server.apikeys.service import ApiKeyServicer
 from nexus_server.app.handlers import service_handler
 from nexus_server.common.errors import Unimplemented
@@ -21,6 +22,7 @@ from nexus_server.common.unimplemented import UNIMPLEMENTED
 from nexus_server.events.service import EventsServicer
 from nexus_server.identity.service import IdentityServicer
 from nexus_server.tenants.service import TenantServicer
+from nexus_server.usage.service import UsageServicer
 
 # (servicer, its generated base, its service): the one naming scheme is `<Capability>Servicer`.
 SERVICERS: list[tuple[type, type, descriptor.ServiceDescriptor]] = [
@@ -43,6 +45,11 @@ SERVICERS: list[tuple[type, type, descriptor.ServiceDescriptor]] = [
         EventsServicer,
         events_service_pb2_grpc.EventsServiceServicer,
         events_service_pb2.DESCRIPTOR.services_by_name["EventsService"],
+    ),
+    (
+        UsageServicer,
+        usage_service_pb2_grpc.UsageServiceServicer,
+        usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"],
     ),
 ]
 _IDS = [s[0].__name__ for s in SERVICERS]

@@ -7,6 +7,7 @@ through it: `app/wiring.py` passes those ports as typed arguments.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,5 +35,8 @@ class AppContext:
     layers: list[Any] = field(default_factory=list)
     # Coroutines to run for the server's life (pollers, senders); cancelled at stop.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Set when a graceful stop begins, so that long calls (StreamUsage) end at a clean point
+    # with what they have committed, before grpc's grace runs out and cancels them.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # Hooks run at graceful stop, before the database closes (flush buffers).
     on_stop: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)

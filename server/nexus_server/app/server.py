@@ -72,6 +72,7 @@ class NexusServer:
         """Graceful stop: report NOT_SERVING, end streams with UNAVAILABLE, let unary calls finish."""
         grace = self.settings.shutdown_grace.total_seconds() if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        self.ctx.stopping.set()
         self.chain.stop_streams()
         await self.grpc_server.stop(grace)
         for hook in self.ctx.on_stop:

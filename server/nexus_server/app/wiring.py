@@ -4,7 +4,8 @@ typed arguments, in the order this function states.
 Identity comes first (the token verifier and the mail outbox); tenants get identity's outbox
 for invitations, and give identity the project grants its tokens carry; API keys bring the key
 verifier and the rate-limit layer (billing's plan limits plug in there once billing is built);
-events come last, since they only consume. Nothing is shared by string key.
+usage meters every call (its layer runs after the rate limit) with quotas from the tenant's
+plan; events come last, since they only consume. Nothing is shared by string key.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nexus_server.ratelimit.limiter import Limiter
 from nexus_server.tenants import ports as tenant_ports
 from nexus_server.tenants import wiring as tenants
 from nexus_server.usage import wiring as usage
+from nexus_server.usage.terms import BuiltInTerms
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,17 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
     ident.deps.standings = tenant_ports.Standings()
     keys = apikeys.build(ctx, plan_of=tenant_ports.plan_of)
     bill = billing.build(ctx)
-    use = usage.build(ctx)
+    # Usage reads quotas from the built-in plans until billing publishes its catalog.
+    use = usage.build(ctx, terms=BuiltInTerms(tenant_ports.plan_of), live_tenants=tenant_ports.live_tenants)
     evs = events.build(ctx)
     servicers: dict[str, object] = {
         "nexus.identity.v1.IdentityService": ident.servicer,
         "nexus.tenant.v1.TenantService": ten.servicer,
         "nexus.apikey.v1.ApiKeyService": keys.servicer,
         "nexus.events.v1.EventsService": evs.servicer,
+        "nexus.usage.v1.UsageService": use.servicer,
     }
     # Not built yet: every RPC of theirs answers UNIMPLEMENTED naming itself.
-    for name, servicer in (("nexus.billing.v1.BillingService", bill), ("nexus.usage.v1.UsageService", use)):
-        if servicer is not None:
-            servicers[name] = servicer
+    if bill is not None:
+        servicers["nexus.billing.v1.BillingService"] = bill
     return Capabilities(ident.deps, keys.verifier, keys.limiter, evs.hub, evs.appender, servicers)

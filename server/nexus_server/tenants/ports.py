@@ -17,6 +17,21 @@ async def plan_of(uow: UnitOfWork, tenant_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class TenantBrief:
+    """What platform-wide reports show of a tenant (usage's overview)."""
+
+    tenant_id: str
+    display_name: str
+    plan_id: str
+
+
+async def live_tenants(uow: UnitOfWork) -> list[TenantBrief]:
+    """Every tenant not deleted. One read of the whole table: for operators' reports, which
+    are rare and need every tenant's plan (to count tenants per plan)."""
+    return [TenantBrief(*row) for row in await store.plans_of_live_tenants(uow.session)]
+
+
+@dataclass(frozen=True)
 class Standing:
     """A person's standing in a tenant, as identity needs it to pick a session's tenant."""
 

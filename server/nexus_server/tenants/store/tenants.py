@@ -119,3 +119,11 @@ async def list_tenants(
         query = query.where(after_key([tenants.c.create_time, tenants.c.id], after))
     query = query.order_by(tenants.c.create_time, tenants.c.id).limit(limit)
     return [TenantRow(**r) for r in (await session.execute(query)).mappings()]
+
+
+async def plans_of_live_tenants(session: AsyncSession) -> list[tuple[str, str, str]]:
+    """(id, display name, plan) of every tenant not deleted, for platform-wide reports."""
+    rows = await session.execute(
+        select(tenants.c.id, tenants.c.display_name, tenants.c.plan_id).where(tenants.c.status != "deleted")
+    )
+    return [(i, n, p) for i, n, p in rows]

@@ -1,0 +1,65 @@
+"""SQL for the hourly endpoint statistics (usage_endpoint_hourly): the metering flusher adds
+to them, GetEndpointStats sums them over a window."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nexus_server.db.dialect import insert_for
+from nexus_server.usage.tables import usage_endpoint_hourly as hourly
+
+# (tenant_id, hour, method, api_key_id, code, bucket): the table's primary key.
+HourlyKey = tuple[str, datetime, str, str, str, int]
+
+_KEY = ["tenant_id", "hour", "method", "api_key_id", "code", "bucket"]
+# 7 bound parameters a row: well under SQLite's 32,766 and PostgreSQL's 65,535 a statement.
+_CHUNK = 1000
+
+
+async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int]) -> None:
+    """Add `counts` to the hourly rows, creating the missing ones. Rows go in key order, so
+    replicas flushing at once lock shared rows in one order and cannot deadlock."""
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "hour": hour,
+            "method": method,
+            "api_key_id": api_key_id,
+            "code": code,
+            "bucket": bucket,
+            "calls": calls,
+        }
+        for (tenant_id, hour, method, api_key_id, code, bucket), calls in sorted(counts.items())
+    ]
+    for i in range(0, len(rows), _CHUNK):
+        statement = insert_for(session)(hourly).values(rows[i : i + _CHUNK])
+        statement = statement.on_conflict_do_update(
+            index_elements=_KEY, set_={"calls": hourly.c.calls + statement.excluded.calls}
+        )
+        await session.execute(statement)
+
+
+async def window_counts(
+    session: AsyncSession, tenant_id: str, start: datetime, end: datetime, api_key_id: str = ""
+) -> list[tuple[str, str, int, int]]:
+    """(method, code, bucket, calls) of the tenant's hours in [start, end), of one key if
+    `api_key_id` is given, else of every caller."""
+    where = [hourly.c.tenant_id == tenant_id, hourly.c.hour >= start, hourly.c.hour < end]
+    if api_key_id:
+        where.append(hourly.c.api_key_id == api_key_id)
+    rows = await session.execute(
+        select(hourly.c.method, hourly.c.code, hourly.c.bucket, func.sum(hourly.c.calls))
+        .where(*where)
+        .group_by(hourly.c.method, hourly.c.code, hourly.c.bucket)
+    )
+    return [(method, code, int(bucket), int(calls)) for method, code, bucket, calls in rows]
+
+
+async def prune_hours(session: AsyncSession, before: datetime) -> int:
+    """Drop the hours GetEndpointStats can no longer ask for (older than its 90 days)."""
+    result = await session.execute(delete(hourly).where(hourly.c.hour < before))
+    return int(getattr(result, "rowcount", 0) or 0)
