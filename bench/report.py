@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.load import LoadResult
-from bench.scenarios import Scenario
+from bench.scenarios import Scenario, Target
 
 
 @dataclass
@@ -74,6 +74,7 @@ def render(rows: list[Row], header: str) -> str:
     out = [header, "", _line([name for name, _, _ in COLUMNS]), _line(["-" * w for _, _, w in COLUMNS])]
     notes: list[str] = []
     first = baseline
+    named = {row.scenario.name: row for row in rows}  # for targets `versus` another row
     for row in rows:
         baseline = row.baseline or first
         r = row.result
@@ -114,10 +115,12 @@ def render(rows: list[Row], header: str) -> str:
             codes = ", ".join(f"{code} ×{n}" for code, n in sorted(r.errors.items()))
             out.append(f"    ERRORS: {codes} (the numbers above count successful calls only)")
         for index, target in enumerate(row.scenario.targets):
-            if baseline is None and target.relative:
-                out.append(f"    target: {target.describe(base_name)}  →  no baseline: NOT CHECKED")
+            reference = _reference(target, baseline, named)
+            if reference is None and target.relative:
+                missing = f"{target.versus} not in this run" if target.versus else "no baseline"
+                out.append(f"    target: {target.describe(base_name)}  →  {missing}: NOT CHECKED")
                 continue
-            measured = target.measure(r, baseline) if baseline is not None else target.measure(r, r)
+            measured = target.measure(r, reference) if reference is not None else target.measure(r, r)
             if index < len(row.spread) and len(row.spread[index]) > 1:
                 measured = statistics.median(row.spread[index])  # each target its own median
             verdict = "PASS" if not math.isnan(measured) and target.met(measured) else "FAIL"
@@ -145,33 +148,53 @@ def median_rows(rounds: list[list[Row]]) -> list[Row]:
     """One row per scenario from interleaved rounds (each round: the baseline, then every
     scenario): the round where the scenario's first target (else its CPU per call relative to
     that round's baseline) is the median, with its own round's baseline; every target is
-    judged by the median of its own values over the rounds. On a machine whose
+    judged by the median of its own values over the rounds (a `versus` target by its ratio
+    to that row of the same round). On a machine whose
     speed drifts within minutes, a ratio to the baseline measured moments before is steadier
     than one to a baseline measured once at the start."""
     chosen = []
+    named = [{row.scenario.name: row for row in round_} for round_ in rounds]
     for column in zip(*rounds, strict=True):
-        bases = [round_[0].result for round_ in rounds]
         scenario = column[0].scenario
-        ran = [(row, base) for row, base in zip(column, bases, strict=True) if row.result and base]
+        ran = [
+            (row, round_[0].result, names)
+            for row, round_, names in zip(column, rounds, named, strict=True)
+            if row.result and round_[0].result
+        ]
         if not ran:
             chosen.append(column[0])
             continue
 
-        ran.sort(key=lambda pair: _judged(scenario, *pair))
-        row, base = ran[(len(ran) - 1) // 2]
+        ran.sort(key=lambda entry: _judged(scenario, *entry))
+        row, base, _ = ran[(len(ran) - 1) // 2]
         spread = tuple(
-            tuple(t.measure(r.result, b) for r, b in ran if r.result is not None and b is not None)
+            tuple(
+                t.measure(r.result, ref)
+                for r, b, names in ran
+                if r.result is not None and (ref := _reference(t, b, names)) is not None
+            )
             for t in scenario.targets
         )
         chosen.append(Row(row.scenario, row.result, row.failure, row.server_cpus, base, spread))
     return chosen
 
 
-def _judged(scenario: Scenario, row: Row, base: LoadResult | None) -> float:
+def _reference(target: Target, baseline: LoadResult | None, named: dict[str, Row]) -> LoadResult | None:
+    """What a target's ratio is to: its `versus` row's result (None when that row did not
+    run), else the baseline."""
+    if not target.versus:
+        return baseline
+    other = named.get(target.versus)
+    return other.result if other is not None else None
+
+
+def _judged(scenario: Scenario, row: Row, base: LoadResult | None, named: dict[str, Row]) -> float:
     """What a round is ranked by: the scenario's first target, else its CPU ratio."""
     assert row.result is not None and base is not None
     if scenario.targets:
-        return scenario.targets[0].measure(row.result, base)
+        reference = _reference(scenario.targets[0], base, named)
+        if reference is not None:
+            return scenario.targets[0].measure(row.result, reference)
     return _ratio(row.result.cpu_per_call, base.cpu_per_call)
 
 

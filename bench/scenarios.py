@@ -34,24 +34,31 @@ _OPS = {">=": (operator.ge, "≥"), "<=": (operator.le, "≤")}
 
 @dataclass(frozen=True)
 class Target:
-    """`metric op value`, either as a ratio to the baseline (relative) or in the metric's unit."""
+    """`metric op value`, either as a ratio to the baseline (relative) or in the metric's unit.
+
+    With `versus`, the ratio is to that row of the same run (same round) instead of the
+    baseline: a floor row, or the same server with a feature switched off. Its line says
+    NOT CHECKED when that row was not run.
+    """
 
     metric: str  # a key of METRICS
     op: str  # ">=" or "<="
     value: float
     relative: bool = True
     source: str = ""  # where the target comes from, e.g. "issue 5"
+    versus: str = ""  # a scenario's name: the ratio is to its row, not to the baseline
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS or self.op not in _OPS:
+        if self.metric not in METRICS or self.op not in _OPS or (self.versus and not self.relative):
             raise ValueError(f"bad target {self.metric} {self.op} {self.value}")
 
     def describe(self, baseline: str) -> str:
-        unit = f"× {baseline}" if self.relative else f" {METRICS[self.metric][1]}"
+        unit = f"× {self.versus or baseline}" if self.relative else f" {METRICS[self.metric][1]}"
         text = f"{self.metric} {_OPS[self.op][1]} {self.value:g}{unit}"
         return f"{text} ({self.source})" if self.source else text
 
     def measure(self, result: LoadResult, baseline: LoadResult) -> float:
+        """The value judged; `baseline` is the `versus` row's result when there is one."""
         read = METRICS[self.metric][0]
         value = read(result)
         return value / read(baseline) if self.relative else value
