@@ -34,6 +34,8 @@ class Outcome:
     accepted: int = 0
     duplicates: int = 0
     rejections: list[Rejection] = field(default_factory=list)
+    # Metrics whose hard-limited quota this batch used up (the exceeded alert it claimed).
+    exhausted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -144,15 +146,18 @@ async def record(uow: UnitOfWork, source: TermsSource, tenant_id: str, items: Se
     await store.add_daily(uow.session, tenant_id, daily)
     after = await store.add_period_totals(uow.session, tenant_id, period)
     for (metric, start), total in after.items():
-        await _alert(uow, tenant_id, terms_of[start], metric, total - period[(metric, start)], total)
+        if await _alert(uow, tenant_id, terms_of[start], metric, total - period[(metric, start)], total):
+            outcome.exhausted.append(metric)
     outcome.rejections.sort(key=lambda r: r.index)
     return outcome
 
 
-async def _alert(uow: UnitOfWork, tenant_id: str, terms: Terms, metric: str, before: int, after: int) -> None:
+async def _alert(uow: UnitOfWork, tenant_id: str, terms: Terms, metric: str, before: int, after: int) -> bool:
+    """Publish the quota events the total's move crosses; True when it used up a hard limit."""
     quota = terms.quota(metric)
     if quota.enforcement is Enforcement.UNLIMITED or quota.included <= 0:
-        return
+        return False
+    exhausted = False
     for level, fraction, event_type in THRESHOLDS:
         mark = quota.included * fraction
         if before < mark <= after and await store.claim_alert(
@@ -171,3 +176,5 @@ async def _alert(uow: UnitOfWork, tenant_id: str, terms: Terms, metric: str, bef
                 tenant_id=tenant_id,
                 subject=metric,
             )
+            exhausted = exhausted or (level == "exceeded" and quota.enforcement is Enforcement.HARD_LIMIT)
+    return exhausted

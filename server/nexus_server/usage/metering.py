@@ -5,7 +5,10 @@ The chain's `after` only appends one tuple to a buffer; a background task (`run`
 the buffer every `interval`, or at once when `max_batch` calls are waiting, in one unit of
 work per flush: the records go through ingest (idempotent, rolled up, quota events) like any
 other usage, and the hourly counts are added in the same transaction, so the two never
-disagree. The server's graceful stop flushes what is left.
+disagree. The server's graceful stop flushes what is left. When a flush takes a hard-limited
+quota over its included amount, `on_exhausted` is called inside the same unit of work, so
+the replicas learn of the block (see hard_limits.py) only if the records committed; calls
+that were refused with QUOTA_EXCEEDED are not metered, so a refusal costs nothing.
 
 What this trades away, on purpose:
 - A crash loses the calls of the last interval (at most about a second's worth by default):
@@ -27,12 +30,13 @@ import asyncio
 import logging
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from nexus_server.auth.principal import PrincipalKind
 from nexus_server.common import periodic
-from nexus_server.db.uow import Database
+from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.interceptors.call import Call
 from nexus_server.usage import endpoint_store, ingest
 from nexus_server.usage.latency import bucket_of
@@ -45,6 +49,8 @@ log = logging.getLogger("nexus.usage")
 Entry = tuple[str, bool, str, str, str, float, datetime]
 
 MAX_PENDING = 100_000
+# Called in a flush's unit of work when its records used up a tenant's hard limit.
+Exhausted = Callable[[UnitOfWork, str], Awaitable[None]]
 
 
 class Meter:
@@ -59,6 +65,7 @@ class Meter:
         max_batch: int = 1000,
         max_flush: int = 10_000,
         max_pending: int = MAX_PENDING,
+        on_exhausted: Exhausted | None = None,
     ):
         self.db = db
         self.source = source
@@ -68,6 +75,7 @@ class Meter:
         # transactions, not one that holds SQLite's single writer for seconds.
         self.max_flush = max(max_flush, 1)
         self.max_pending = max(max_pending, 1)
+        self.on_exhausted = on_exhausted
         self._now = db.clock.now
         self._buffer: deque[Entry] = deque(maxlen=self.max_pending)
         self._dropped = 0
@@ -82,6 +90,8 @@ class Meter:
         principal = call.principal
         if principal is None or not call.tenant_is_callers or not call.tenant_id or not call.method.is_nexus:
             return  # anonymous, not the caller's own tenant (not charged), health, reflection
+        if call.error_reason == "QUOTA_EXCEEDED":
+            return  # refused for the quota itself: counting it would push `used` on without end
         buffer = self._buffer
         if len(buffer) == self.max_pending:
             self._dropped += 1  # the deque drops the oldest to make room
@@ -122,7 +132,9 @@ class Meter:
         try:
             async with self.db.unit_of_work() as uow:
                 for tenant_id, items in _records(batch).items():
-                    await ingest.record(uow, self.source, tenant_id, items)
+                    outcome = await ingest.record(uow, self.source, tenant_id, items)
+                    if outcome.exhausted and self.on_exhausted is not None:
+                        await self.on_exhausted(uow, tenant_id)
                 await endpoint_store.add_hourly(uow.session, _hourly(batch))
         except BaseException:
             self._put_back(batch)

@@ -182,3 +182,17 @@ async def prune_records(session: AsyncSession, accepted_before: datetime, limit:
         )
     )
     return len(keys)
+
+
+async def exceeded_since(session: AsyncSession, metric: str, since: datetime) -> list[str]:
+    """Tenants whose `metric` quota was used up in a period starting at or after `since`."""
+    rows = await session.execute(
+        select(usage_quota_alerts.c.tenant_id)
+        .where(
+            usage_quota_alerts.c.metric == metric,
+            usage_quota_alerts.c.level == "exceeded",
+            usage_quota_alerts.c.period_start >= since,
+        )
+        .distinct()
+    )
+    return [tenant_id for (tenant_id,) in rows]

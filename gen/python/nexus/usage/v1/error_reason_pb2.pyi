@@ -27,8 +27,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     QUOTA_EXCEEDED: _ErrorReason.ValueType  # 1
     """The tenant has used the whole included quota of a metric whose plan enforces a
     hard limit (for example `api_calls` on the free plan), so the call is refused
-    until the billing period resets. Status RESOURCE_EXHAUSTED, returned by the
-    gateway (Envoy's Authorization/Check) and by Nexus RPCs that consume the quota;
+    until the billing period resets. Status RESOURCE_EXHAUSTED, returned to the
+    tenant's API keys on every Nexus RPC except UsageService and BillingService
+    (people's sessions are never refused) and, once it meters sub-project traffic,
+    by the gateway (Envoy's Authorization/Check);
     `google.rpc.QuotaFailure` names the metric in `subject` (`metric:<name>`) and
     `google.rpc.RetryInfo.retry_delay` runs to the end of the period. CheckQuota
     never returns it: there an exhausted quota is the answer `allowed = false`.
@@ -72,8 +74,10 @@ ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
 QUOTA_EXCEEDED: ErrorReason.ValueType  # 1
 """The tenant has used the whole included quota of a metric whose plan enforces a
 hard limit (for example `api_calls` on the free plan), so the call is refused
-until the billing period resets. Status RESOURCE_EXHAUSTED, returned by the
-gateway (Envoy's Authorization/Check) and by Nexus RPCs that consume the quota;
+until the billing period resets. Status RESOURCE_EXHAUSTED, returned to the
+tenant's API keys on every Nexus RPC except UsageService and BillingService
+(people's sessions are never refused) and, once it meters sub-project traffic,
+by the gateway (Envoy's Authorization/Check);
 `google.rpc.QuotaFailure` names the metric in `subject` (`metric:<name>`) and
 `google.rpc.RetryInfo.retry_delay` runs to the end of the period. CheckQuota
 never returns it: there an exhausted quota is the answer `allowed = false`.
