@@ -16,3 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 def insert_for(session: AsyncSession) -> Any:
     """`insert` of the session's dialect (typed Any: the two share a shape, not a base)."""
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    """For the few statements that are written per backend (array parameters on PostgreSQL)."""
+    return bool(session.get_bind().dialect.name == "postgresql")

@@ -3,21 +3,20 @@ to them, GetEndpointStats sums them over a window."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nexus_server.db.dialect import insert_for
+from nexus_server.db.dialect import insert_for, is_postgres
 from nexus_server.usage.tables import usage_endpoint_hourly as hourly
 
 # (tenant_id, hour, method, api_key_id, code, bucket): the table's primary key.
 HourlyKey = tuple[str, datetime, str, str, str, int]
 
 _KEY = ["tenant_id", "hour", "method", "api_key_id", "code", "bucket"]
-# 7 bound parameters a row: well under SQLite's 32,766 and PostgreSQL's 65,535 a statement.
-_CHUNK = 1000
 
 
 async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int]) -> None:
@@ -35,12 +34,41 @@ async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int]) -> 
         }
         for (tenant_id, hour, method, api_key_id, code, bucket), calls in sorted(counts.items())
     ]
-    for i in range(0, len(rows), _CHUNK):
-        statement = insert_for(session)(hourly).values(rows[i : i + _CHUNK])
-        statement = statement.on_conflict_do_update(
-            index_elements=_KEY, set_={"calls": hourly.c.calls + statement.excluded.calls}
-        )
-        await session.execute(statement)
+    if not rows:
+        return
+    if is_postgres(session):
+        await session.execute(_ADD_RECORDSET, {"rows": json.dumps(rows, default=_iso, separators=(",", ":"))})
+        return
+    # One statement executed per row (executemany): compiled once and cached, where a
+    # multi-row VALUES of a new size is compiled anew every flush, at ~0.3 ms a row.
+    statement = insert_for(session)(hourly)
+    statement = statement.on_conflict_do_update(
+        index_elements=_KEY, set_={"calls": hourly.c.calls + statement.excluded.calls}
+    )
+    await session.execute(statement, rows)
+
+
+# PostgreSQL: the rows as one JSON parameter, one statement (executemany there is a round
+# trip per row through the pipeline). The rows are unique by key, as ON CONFLICT requires.
+_ADD_RECORDSET = text(
+    """
+    INSERT INTO usage_endpoint_hourly (tenant_id, hour, method, api_key_id, code, bucket, calls)
+    SELECT r.tenant_id, r.hour, r.method, r.api_key_id, r.code, r.bucket, r.calls
+    FROM json_to_recordset(CAST(:rows AS json)) AS r(
+        tenant_id text, hour timestamptz, method text, api_key_id text, code text, bucket integer,
+        calls bigint
+    )
+    ORDER BY r.tenant_id, r.hour, r.method, r.api_key_id, r.code, r.bucket
+    ON CONFLICT (tenant_id, hour, method, api_key_id, code, bucket)
+    DO UPDATE SET calls = usage_endpoint_hourly.calls + excluded.calls
+    """
+)
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 async def window_counts(

@@ -117,9 +117,8 @@ async def record(uow: UnitOfWork, source: TermsSource, tenant_id: str, items: Se
         if key in inserted:
             settled[key] = "accepted"
             outcome.accepted += 1
-            daily[(rec.metric, day_of(rec.time))] = (
-                daily.get((rec.metric, day_of(rec.time)), 0) + rec.quantity
-            )
+            day = (rec.metric, day_of(rec.time))
+            daily[day] = daily.get(day, 0) + rec.quantity
             slot = (rec.metric, terms.period_start)
             period[slot] = period.get(slot, 0) + rec.quantity
             terms_of[terms.period_start] = terms

@@ -6,6 +6,7 @@ violations, and the others of its batch go on. No grpc, no SQL.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ FUTURE = timedelta(minutes=5)
 PAST = timedelta(days=7)
 METRIC = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 RESERVED = "api_calls"
-_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ def is_reserved(metric: str) -> bool:
     return metric == RESERVED or metric.startswith("nexus.")
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's records share a few metrics: judge each once
 def metric_problem(metric: str) -> str:
     """Why `metric` is not a metric name, or "" if it is one."""
     if not metric:
@@ -78,7 +79,10 @@ def judge(
         bad.append(FieldViolation(f"{field}.metric", problem))
     if not 1 <= quantity <= MAX_QUANTITY:
         bad.append(FieldViolation(f"{field}.quantity", f"must be from 1 to {MAX_QUANTITY:,}"))
-    if not 1 <= len(idempotency_key) <= MAX_KEY or not _PRINTABLE.fullmatch(idempotency_key):
+    # isascii() and isprintable(): exactly 0x20-0x7e, a few times faster than the regex.
+    if not 1 <= len(idempotency_key) <= MAX_KEY or not (
+        idempotency_key.isascii() and idempotency_key.isprintable()
+    ):
         bad.append(
             FieldViolation(f"{field}.idempotency_key", f"must be 1 to {MAX_KEY} printable ASCII characters")
         )

@@ -3,15 +3,16 @@ at a time, since ingest is the hot path of this capability."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, tuple_
+from sqlalchemy import and_, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nexus_server.db.dialect import insert_for
+from nexus_server.db.dialect import insert_for, is_postgres
 from nexus_server.usage.rules import Record
 from nexus_server.usage.tables import (
     usage_daily,
@@ -34,32 +35,91 @@ async def insert_new(
 ) -> set[str]:
     """Insert the records whose key the tenant has not used; return the keys inserted.
 
-    Rows go in key order, so concurrent batches that share keys wait on each other in one
-    order and cannot deadlock. A key already committed, or being committed by a concurrent
-    batch, is skipped (the caller reads it back after that batch has finished)."""
-    inserted: set[str] = set()
+    One statement of fixed shape per batch, so nothing is compiled per call: a multi-row
+    VALUES of 1,000 records costs SQLAlchemy and psycopg about 0.3 ms of CPU per record to
+    build, more than the database takes to store it."""
+    if not records:
+        return set()
     ordered = sorted(records, key=lambda r: r.idempotency_key)
-    for part in _chunks(ordered):
-        rows = [
+    if is_postgres(session):
+        return await _insert_recordset(session, tenant_id, ordered, now)
+    return await _insert_locked(session, tenant_id, ordered, now)
+
+
+# Rows go in key order, so concurrent batches that share keys wait on each other in one
+# order and cannot deadlock. A key already committed, or being committed by a concurrent
+# batch, is skipped: the caller reads it back once that batch has finished.
+_INSERT_RECORDSET = text(
+    """
+    INSERT INTO usage_records
+        (tenant_id, idempotency_key, metric, quantity, "time", properties, accept_time)
+    SELECT :tenant_id, r.key, r.metric, r.quantity, r.at, r.properties, :now
+    FROM json_to_recordset(CAST(:rows AS json))
+        AS r(key text, metric text, quantity bigint, at timestamptz, properties json)
+    ORDER BY r.key
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    RETURNING idempotency_key
+    """
+)
+
+
+async def _insert_recordset(
+    session: AsyncSession, tenant_id: str, ordered: Sequence[Record], now: datetime
+) -> set[str]:
+    """PostgreSQL: the batch as one JSON parameter, whatever its size. json.dumps runs in
+    C; array parameters would be escaped element by element in Python."""
+    rows = json.dumps(
+        [
             {
-                "tenant_id": tenant_id,
-                "idempotency_key": r.idempotency_key,
+                "key": r.idempotency_key,
                 "metric": r.metric,
                 "quantity": r.quantity,
-                "time": r.time,
+                "at": r.time.isoformat(),
                 "properties": r.properties,
-                "accept_time": now,
             }
-            for r in part
+            for r in ordered
+        ],
+        separators=(",", ":"),
+    )
+    result = await session.execute(_INSERT_RECORDSET, {"tenant_id": tenant_id, "now": now, "rows": rows})
+    return set(result.scalars())
+
+
+async def _insert_locked(
+    session: AsyncSession, tenant_id: str, ordered: Sequence[Record], now: datetime
+) -> set[str]:
+    """SQLite: a write transaction holds the database's one write lock from its start
+    (BEGIN IMMEDIATE, db/engine.py), so no key can be committed between reading which keys
+    are taken and inserting the rest. The rest go to the driver's executemany as plain
+    tuples, bound by the columns' own processors, fetched once: SQLAlchemy's per-row
+    parameter handling would cost more than SQLite's insert (metering writes a row a call)."""
+    taken = await stored_keys(session, tenant_id, [r.idempotency_key for r in ordered])
+    new = [r for r in ordered if r.idempotency_key not in taken]
+    if new:
+        dialect = session.get_bind().dialect
+        at = _processor(usage_records.c.time, dialect)
+        props = _processor(usage_records.c.properties, dialect)
+        accepted = at(now)
+        rows = [
+            (tenant_id, r.idempotency_key, r.metric, r.quantity, at(r.time), props(r.properties), accepted)
+            for r in new
         ]
-        statement = (
-            insert_for(session)(usage_records)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-            .returning(usage_records.c.idempotency_key)
-        )
-        inserted.update((await session.execute(statement)).scalars())
-    return inserted
+        connection = await session.connection()
+        await connection.exec_driver_sql(_INSERT_PLAIN, rows)
+    return {r.idempotency_key for r in new}
+
+
+_INSERT_PLAIN = (
+    "INSERT INTO usage_records"
+    ' (tenant_id, idempotency_key, metric, quantity, "time", properties, accept_time)'
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _processor(column: Any, dialect: Any) -> Callable[[Any], Any]:
+    """The column type's bind processor on `dialect` (what SQLAlchemy applies per value)."""
+    process = column.type.bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 async def stored_keys(
@@ -85,12 +145,12 @@ async def add_daily(session: AsyncSession, tenant_id: str, sums: dict[tuple[str,
         {"tenant_id": tenant_id, "metric": metric, "day": day, "quantity": quantity}
         for (metric, day), quantity in sorted(sums.items())
     ]
-    statement = insert_for(session)(usage_daily).values(rows)
+    statement = insert_for(session)(usage_daily)
     statement = statement.on_conflict_do_update(
         index_elements=["tenant_id", "metric", "day"],
         set_={"quantity": usage_daily.c.quantity + statement.excluded.quantity},
     )
-    await session.execute(statement)
+    await session.execute(statement, rows)  # executemany: one cached statement
 
 
 async def add_period_totals(
