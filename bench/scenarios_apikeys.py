@@ -46,6 +46,7 @@ KEYS = 256  # callers' keys: more than any run's workers (clients × concurrency
 VERIFY = "/nexus.apikey.v1.ApiKeyService/VerifyApiKey"
 POPULATION = 100_000  # keys in PostgreSQL for the 100k rows
 PROBE_SECONDS = 3.0
+UNLIMITED = "enterprise"  # a built-in plan without quotas
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,13 @@ class PopulationVerify:
 
 
 def seed_api_keys(server: RunningServer) -> Workload:
-    return asyncio.run(_seed(server.database_url))
+    return asyncio.run(seed_keys(server.database_url))
 
 
-async def _seed(url: str) -> Workload:
+async def seed_keys(url: str) -> Workload:
     from nexus_server.apikeys.workflows import issue_key
 
-    db, tenant = await _heavy_tenant(url, "bench-keys")
+    db, tenant = await heavy_tenant(url, "bench-keys")
     try:
         keys = []
         async with db.unit_of_work() as uow:
@@ -120,19 +121,25 @@ async def _seed(url: str) -> Workload:
         await db.dispose()
 
 
-async def _heavy_tenant(url: str, slug: str) -> tuple[Any, str]:
-    """A tenant whose tenant-wide limit is lifted (an override), and the open database."""
+async def heavy_tenant(url: str, slug: str) -> tuple[Any, str]:
+    """A tenant whose tenant-wide limit is lifted (an override) and whose plan has no quota,
+    and the open database. On the free plan a bench's keys would be refused with
+    QUOTA_EXCEEDED after 10,000 calls; an operator moves a heavy tenant to such a plan."""
+    from sqlalchemy import update
+
     from nexus_server.auth.revocations import Revocations
     from nexus_server.common.ids import new_id
     from nexus_server.db.engine import create_async
     from nexus_server.db.uow import Database
     from nexus_server.ratelimit.overrides import set_override
+    from nexus_server.tenants.tables import tenants
     from nexus_server.tenants.workflows import create_tenant
 
     db = Database(create_async(url))
     async with db.unit_of_work() as uow:
         tenant = await create_tenant(uow, owner_user_id=new_id("usr"), slug=slug, display_name="Bench")
         await set_override(uow, Revocations(db), "tenant", tenant.id, 10_000_000)
+        await uow.session.execute(update(tenants).where(tenants.c.id == tenant.id).values(plan_id=UNLIMITED))
     return db, tenant.id
 
 
@@ -165,7 +172,7 @@ async def _seed_population(url: str) -> PopulationVerify:
 
     from nexus_server.apikeys import key_format
 
-    db, tenant = await _heavy_tenant(url, "bench-100k")
+    db, tenant = await heavy_tenant(url, "bench-100k")
     await db.dispose()
     now = datetime.now(UTC)
 

@@ -102,27 +102,17 @@ def _prepare(subscribers: int, rate: float, max_batch: int = 0, max_batch_delay:
 
 
 async def _seed(url: str) -> tuple[tuple[str, ...], str]:
+    from bench.scenarios_apikeys import heavy_tenant
     from nexus_server.apikeys.workflows import issue_key
-    from nexus_server.auth.revocations import Revocations
-    from nexus_server.common.ids import new_id
-    from nexus_server.db.engine import create_async
-    from nexus_server.db.uow import Database
-    from nexus_server.ratelimit.overrides import set_override
-    from nexus_server.tenants.workflows import create_tenant
 
-    db = Database(create_async(url))
+    db, tenant_id = await heavy_tenant(url, "bench-events")
     try:
-        async with db.unit_of_work() as uow:
-            tenant = await create_tenant(
-                uow, owner_user_id=new_id("usr"), slug="bench-events", display_name="Bench events"
-            )
-            await set_override(uow, Revocations(db), "tenant", tenant.id, 10_000_000)
         async with db.unit_of_work() as uow:
             keys = []
             for index in range(KEYS):
                 _, key = await issue_key(
                     uow,
-                    tenant_id=tenant.id,
+                    tenant_id=tenant_id,
                     name=f"bench-subscriber-{index}",
                     scopes=["events:subscribe"],
                     rate_limit_per_minute=100_000,
@@ -130,7 +120,7 @@ async def _seed(url: str) -> tuple[tuple[str, ...], str]:
                 keys.append(key)
             _, publish_key = await issue_key(
                 uow,
-                tenant_id=tenant.id,
+                tenant_id=tenant_id,
                 name="bench-publisher",
                 scopes=["events:publish"],
                 rate_limit_per_minute=100_000,

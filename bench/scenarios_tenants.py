@@ -128,7 +128,8 @@ def _bulk_rows(now: datetime) -> tuple[dict[str, list[tuple[Any, ...]]], list[tu
         tenant = new_id("ten")
         role, group = new_id("rol"), new_id("grp")
         people = tuple(new_id("usr") for _ in range(MEMBERS))
-        rows["tenants"].append((tenant, f"bench-{i}", f"Bench {i}", "active", "free", now, now))
+        # enterprise: no quota, so the keys are never refused with QUOTA_EXCEEDED mid-run
+        rows["tenants"].append((tenant, f"bench-{i}", f"Bench {i}", "active", "enterprise", now, now))
         rows["roles"].append(
             (
                 role,
