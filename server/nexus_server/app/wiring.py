@@ -52,7 +52,8 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
     keys = apikeys.build(ctx, plan_of=tenant_ports.plan_of)
     bill = billing.build(ctx)
     # Usage reads quotas from the built-in plans until billing publishes its catalog.
-    use = usage.build(ctx, terms=BuiltInTerms(tenant_ports.plan_of), live_tenants=tenant_ports.live_tenants)
+    plans = tenant_ports.CachedPlans(ctx.revocations)
+    use = usage.build(ctx, terms=BuiltInTerms(plans.plan_of), live_tenants=tenant_ports.live_tenants)
     evs = events.build(ctx)
     servicers: dict[str, object] = {
         "nexus.identity.v1.IdentityService": ident.servicer,

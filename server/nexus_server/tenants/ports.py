@@ -4,16 +4,49 @@ handed over by app/wiring.py."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from nexus_server.auth.revocations import Revocations
+from nexus_server.common.memo import Memo
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.tenants import store
+from nexus_server.tenants.cache import TENANT
 
 
 async def plan_of(uow: UnitOfWork, tenant_id: str) -> str:
     """The tenant's billing plan id, "" if there is no such tenant (rate limits per plan)."""
     row = await store.get_tenant(uow.session, tenant_id)
     return row.plan_id if row is not None else ""
+
+
+class CachedPlans:
+    """`plan_of`, remembered per tenant: usage asks for the plan on every quota read and
+    every ingest, and a plan changes a few times in a tenant's life. A tenant change in the
+    revocation feed (`tenant`, which billing sends when it moves a tenant to another plan)
+    drops the entry on every replica within a poll interval; `ttl` bounds it should a feed
+    row be missed. A read that raced with a change is used once and not remembered."""
+
+    def __init__(self, revocations: Revocations, *, ttl: float = 30.0, capacity: int = 50_000):
+        self.ttl = ttl
+        self._plans: Memo[str, tuple[float, str]] = Memo(capacity)
+        self._epoch = 0
+        revocations.on_revoke(self._invalidate)
+
+    def _invalidate(self, kind: str, subject: str) -> None:
+        if kind == TENANT:
+            self._epoch += 1
+            self._plans.pop(subject, None)
+
+    async def plan_of(self, uow: UnitOfWork, tenant_id: str) -> str:
+        cached = self._plans.get(tenant_id)
+        if cached is not None and time.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        started, epoch = time.monotonic(), self._epoch
+        plan = await plan_of(uow, tenant_id)
+        if epoch == self._epoch and plan:
+            self._plans.put(tenant_id, (started, plan))
+        return plan
 
 
 @dataclass(frozen=True)
