@@ -143,6 +143,19 @@ async def heavy_tenant(url: str, slug: str) -> tuple[Any, str]:
     return db, tenant.id
 
 
+async def bench_keys(uow: Any, tenant_id: str, names: list[str], scopes: list[str]) -> list[str]:
+    """One key per name, at a per-key limit no bench run reaches; the full keys, in order."""
+    from nexus_server.apikeys.workflows import issue_key
+
+    keys = []
+    for name in names:
+        _, key = await issue_key(
+            uow, tenant_id=tenant_id, name=name, scopes=scopes, rate_limit_per_minute=100_000
+        )
+        keys.append(key)
+    return keys
+
+
 # --- the 100k rows: a PostgreSQL database created on first use, seeded once -------------------
 
 

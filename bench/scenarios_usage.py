@@ -45,7 +45,7 @@ from bench.halfpeak import HalfOfPeak, probe_peak
 from bench.load import LoadOptions, LoadResult, Workload
 from bench.postgres import BenchDatabase, SeedOnce, psycopg_url, reachable
 from bench.procs import cpu_seconds, rss_bytes
-from bench.scenarios_apikeys import KEYS, heavy_tenant, seed_keys
+from bench.scenarios_apikeys import KEYS, bench_keys, heavy_tenant, seed_keys
 from bench.servers import ECHO, RunningServer, ServerSpec
 
 BATCH = 1_000  # records per RecordUsage call: the proto's maximum
@@ -203,40 +203,19 @@ class Seeded:
 async def _seed(url: str) -> Seeded:
     import psycopg
 
-    from nexus_server.apikeys.workflows import issue_key
-
     db, ingest_tenant = await heavy_tenant(url, "bench-ingest")
     try:
         async with db.unit_of_work() as uow:
-            _, writer = await issue_key(
-                uow,
-                tenant_id=ingest_tenant,
-                name="ingest",
-                scopes=["usage:write"],
-                rate_limit_per_minute=100_000,
-            )
+            [writer] = await bench_keys(uow, ingest_tenant, ["ingest"], ["usage:write"])
     finally:
         await db.dispose()
     db, read_tenant = await heavy_tenant(url, "bench-current")
     try:
         async with db.unit_of_work() as uow:
-            readers = []
-            for index in range(READERS):
-                _, key = await issue_key(
-                    uow,
-                    tenant_id=read_tenant,
-                    name=f"reader-{index}",
-                    scopes=["usage:read"],
-                    rate_limit_per_minute=100_000,
-                )
-                readers.append(key)
-            _, read_writer = await issue_key(
-                uow,
-                tenant_id=read_tenant,
-                name="writer",
-                scopes=["usage:write"],
-                rate_limit_per_minute=100_000,
+            readers = await bench_keys(
+                uow, read_tenant, [f"reader-{i}" for i in range(READERS)], ["usage:read"]
             )
+            [read_writer] = await bench_keys(uow, read_tenant, ["writer"], ["usage:write"])
     finally:
         await db.dispose()
     with psycopg.connect(psycopg_url(url)) as conn:
