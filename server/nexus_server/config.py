@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -89,6 +89,19 @@ class Settings:
     # The server's event loop: `uvloop` (the default: libuv's loop takes about a quarter off
     # grpc.aio's per-message cost, measured in bench/) or `asyncio` (the standard library's).
     event_loop: str = "uvloop"
+    # Billing: the plan catalog (TOML; None: the built-in one), Stripe (no key: the local
+    # payment provider, whose checkouts complete at once), the webhook signing secrets
+    # (comma-separated while one is rolled), the API's address (tests point it at a double),
+    # the grace period of dunning, hosts besides public_url's that checkout may send people
+    # back to, and how often each replica tries to run the billing cycle (0: never; runs are
+    # serialised across replicas).
+    plans_file: Path | None = None
+    stripe_api_key: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_api_base: str | None = None
+    dunning_grace: timedelta = timedelta(days=7)
+    billing_redirect_hosts: tuple[str, ...] = ()
+    billing_cycle_interval: timedelta = timedelta(hours=1)
 
     @property
     def is_sqlite(self) -> bool:
@@ -278,7 +291,33 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
         or base.ratelimit_user_per_minute,
     )
-    return settings
+    return _billing(env, settings)
+
+
+def _billing(env: Mapping[str, str], settings: Settings) -> Settings:
+    plans = env.get("NEXUS_PLANS_FILE", "").strip()
+    if plans and not Path(plans).is_file():
+        raise ConfigError(f"NEXUS_PLANS_FILE={plans} is not a readable file")
+    key = env.get("NEXUS_STRIPE_API_KEY", "").strip() or None
+    if key is not None and not key.startswith(("sk_", "rk_")):
+        raise ConfigError("NEXUS_STRIPE_API_KEY must be a Stripe secret or restricted key (sk_… or rk_…)")
+    secrets = _names(env.get("NEXUS_STRIPE_WEBHOOK_SECRET", ""))
+    if any(not s.startswith("whsec_") for s in secrets):
+        raise ConfigError(
+            "NEXUS_STRIPE_WEBHOOK_SECRET must be Stripe signing secrets (whsec_…), comma-separated"
+        )
+    grace = _int(env, "NEXUS_DUNNING_GRACE_DAYS", 7, 0, 90)
+    cycle = _int(env, "NEXUS_BILLING_CYCLE_SECONDS", 3600, 0, 7 * 86400)
+    return replace(
+        settings,
+        plans_file=Path(plans) if plans else None,
+        stripe_api_key=key,
+        stripe_webhook_secrets=secrets,
+        stripe_api_base=_url(env, "NEXUS_STRIPE_API_BASE", ("https", "http"), None),
+        dunning_grace=timedelta(days=grace if grace is not None else 7),
+        billing_redirect_hosts=tuple(h.lower() for h in _names(env.get("NEXUS_BILLING_REDIRECT_HOSTS", ""))),
+        billing_cycle_interval=timedelta(seconds=cycle if cycle is not None else 3600),
+    )
 
 
 def _names(value: str) -> tuple[str, ...]:

@@ -127,10 +127,19 @@ def test_grpcurl_health_check_through_envoy(stack: Stack) -> None:
 # --- JSON through the transcoder -----------------------------------------------------------------
 
 
+def test_plans_are_public_json_with_exact_money(stack: Stack) -> None:
+    response = stack.request("GET", "/v1/plans")
+    assert response.status == 200, response.text
+    plans = json.loads(response.body)["plans"]
+    pro = next(p for p in plans if p["id"] == "pro")
+    calls = next(q for q in pro["quotas"] if q["metric"] == "api_calls")
+    assert calls["overageUnitPrice"] == {"currencyCode": "USD", "nanos": 1000000}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "rpc"),
     [
-        ("GET", "/v1/plans", "nexus.billing.v1.BillingService.ListPlans"),
+        ("GET", "/v1/credit-rates", "nexus.billing.v1.BillingService.ListCreditRates"),
         ("POST", "/v1/credits:estimate", "nexus.billing.v1.BillingService.EstimateCredits"),
         ("GET", "/v1/credit-packages", "nexus.billing.v1.BillingService.ListCreditPackages"),
     ],
@@ -244,7 +253,7 @@ def test_every_response_carries_a_generated_request_id(stack: Stack) -> None:
 
 def test_client_request_id_is_kept_and_reaches_nexus(stack: Stack) -> None:
     mine = f"client-{uuid.uuid4()}"
-    response = stack.request("GET", "/v1/plans", headers={"x-request-id": mine})
+    response = stack.request("GET", "/v1/credit-rates", headers={"x-request-id": mine})
     assert response.headers["x-request-id"] == mine
     assert error_info(status_json(response))["metadata"]["request_id"] == mine
 

@@ -10,7 +10,8 @@
     ├── ResourceExhausted           + retry_after, quota     -> RESOURCE_EXHAUSTED + RetryInfo + QuotaFailure
     ├── OutOfRange                                           -> OUT_OF_RANGE
     ├── Unimplemented                                        -> UNIMPLEMENTED
-    └── Unavailable                                          -> UNAVAILABLE
+    ├── Unavailable                                          -> UNAVAILABLE
+    └── Aborted                                              -> ABORTED
 
 Reasons are the value names of the `ErrorReason` enums in proto/ (common and per service);
 a contract test checks every reason raised here exists there. Nothing here imports grpc.
@@ -134,3 +135,11 @@ class Unimplemented(NexusError):
 
 class Unavailable(NexusError):
     default_reason = "SERVER_STOPPING"
+
+
+class Aborted(NexusError):
+    """A conflict with concurrent work (a billing cycle already running): retry later. The
+    reason is the caller's: there is no generic one."""
+
+    def __init__(self, message: str, *, reason: str, metadata: dict[str, str] | None = None):
+        super().__init__(message, reason=reason, metadata=metadata)

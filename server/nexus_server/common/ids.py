@@ -21,6 +21,7 @@ _RANDOM_CHARS = 13
 PREFIXES = frozenset(
     {"usr", "ten", "ses", "evt", "sub", "whk", "inv", "txn", "rol", "grp", "req"}
     | {"ivt", "dlv", "rvk", "key"}
+    | {"cs", "bps"}  # the local payment provider's checkout and portal sessions
 )
 
 

@@ -40,6 +40,7 @@ _CODES: list[tuple[type[e.NexusError], grpc.StatusCode]] = [
     (e.OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (e.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
     (e.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.Aborted, grpc.StatusCode.ABORTED),
 ]
 
 

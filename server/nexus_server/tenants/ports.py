@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from nexus_server.auth.revocations import Revocations
 from nexus_server.common.memo import Memo
 from nexus_server.db.uow import UnitOfWork
-from nexus_server.tenants import store
+from nexus_server.tenants import lifecycle, store
 from nexus_server.tenants.cache import TENANT
+from nexus_server.tenants.invalidation import invalidate_tenant
+
+if TYPE_CHECKING:
+    from nexus_server.identity.ports import People
+
+PAYMENT_OVERDUE = "payment_overdue"  # the suspension cause billing sets and lifts
 
 
 async def plan_of(uow: UnitOfWork, tenant_id: str) -> str:
@@ -92,3 +100,68 @@ class Standings:
         only = memberships[0]
         tenant = await store.get_tenant(uow.session, only.tenant_id)
         return Standing(only.tenant_id, tenant.status, tuple(only.roles)) if tenant else None
+
+
+@dataclass(frozen=True)
+class BillingFacts:
+    tenant_id: str
+    status: str
+    suspension_cause: str | None
+    plan_id: str
+    create_time: datetime
+
+
+ADMIN_ROLES = ("owner", "admin")
+
+
+class ForBilling:
+    """What billing drives in tenants: the plan in force, payment suspensions, seat counts
+    and whom to remind. Each write sends the tenant feed row (`invalidate_tenant`) in the
+    caller's transaction, so every replica's caches follow within a poll interval."""
+
+    def __init__(self, revocations: Revocations, people: People):
+        self.revocations = revocations
+        self.people = people
+
+    async def facts(self, uow: UnitOfWork, tenant_id: str) -> BillingFacts | None:
+        row = await store.get_tenant(uow.session, tenant_id)
+        if row is None:
+            return None
+        return BillingFacts(row.id, row.status, row.suspension_cause, row.plan_id, row.create_time)
+
+    async def set_plan(self, uow: UnitOfWork, tenant_id: str, plan_id: str) -> None:
+        await store.update_tenant(
+            uow.session, tenant_id, {"plan_id": plan_id, "update_time": uow.clock.now()}
+        )
+        await invalidate_tenant(uow, self.revocations, tenant_id)
+
+    async def changed(self, uow: UnitOfWork, tenant_id: str) -> None:
+        await invalidate_tenant(uow, self.revocations, tenant_id)
+
+    async def suspend_for_payment(self, uow: UnitOfWork, tenant_id: str, reason: str) -> None:
+        row = await store.get_tenant(uow.session, tenant_id)
+        if row is None or row.status != "active":
+            return  # deleted, or an operator's suspension already holds
+        await lifecycle.suspend_tenant(uow, self.revocations, tenant_id, reason, cause=PAYMENT_OVERDUE)
+
+    async def reactivate_after_payment(self, uow: UnitOfWork, tenant_id: str) -> bool:
+        row = await store.get_tenant(uow.session, tenant_id)
+        if row is None or row.status != "suspended" or row.suspension_cause != PAYMENT_OVERDUE:
+            return False
+        await lifecycle.reactivate_tenant(uow, self.revocations, tenant_id)
+        return True
+
+    async def member_count(self, uow: UnitOfWork, tenant_id: str) -> int:
+        return len(await store.all_memberships(uow.session, tenant_id))
+
+    async def admin_emails(self, uow: UnitOfWork, tenant_id: str) -> list[str]:
+        admins = [
+            m.user_id
+            for m in await store.all_memberships(uow.session, tenant_id)
+            if set(m.roles) & set(ADMIN_ROLES)
+        ]
+        people = await self.people.by_ids(uow, sorted(admins))
+        return [people[u].email for u in sorted(admins) if u in people and people[u].status == "active"]
+
+    async def live_tenant_ids(self, uow: UnitOfWork) -> list[str]:
+        return [row[0] for row in await store.plans_of_live_tenants(uow.session)]

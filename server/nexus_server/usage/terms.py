@@ -68,6 +68,16 @@ class TermsSource(Protocol):
         ...
 
 
+def usage_quota(metric: str, included: int, unlimited: bool, overage_unit_price: Decimal | None) -> Quota:
+    """A quota as a plan catalog states it: unlimited, billed past `included` when it has an
+    overage price, else a hard limit."""
+    if unlimited:
+        return Quota(metric)
+    if overage_unit_price is not None:
+        return Quota(metric, included, Enforcement.BILLED_OVERAGE, overage_unit_price)
+    return Quota(metric, included, Enforcement.HARD_LIMIT)
+
+
 def _quotas(*quotas: Quota) -> dict[str, Quota]:
     return {q.metric: q for q in quotas}
 

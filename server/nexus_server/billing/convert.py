@@ -1,0 +1,223 @@
+"""Billing's domain values to and from the wire: plans, subscriptions, invoices, cycle
+reports, revenue. Money becomes `google.type.Money` here and nowhere else."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from google.type import money_pb2
+
+from nexus.billing.v1 import billing_cycle_pb2 as cycle_pb
+from nexus.billing.v1 import billing_service_pb2 as pb
+from nexus.billing.v1 import invoice_pb2, plan_pb2, revenue_pb2, subscription_pb2
+from nexus_server.billing import cycle, revenue, rules, store
+from nexus_server.billing.catalog import Catalog, Plan
+from nexus_server.common.timestamps import duration, timestamp
+
+NANOS = Decimal(1_000_000_000)
+
+
+def money(amount: Decimal, currency: str) -> money_pb2.Money:
+    """An exact amount in the main unit: whole units and nanos of the same sign."""
+    units = int(amount)  # truncates toward zero, as Money wants
+    nanos = int(((amount - units) * NANOS).to_integral_value())
+    return money_pb2.Money(currency_code=currency, units=units, nanos=nanos)
+
+
+def minor(amount_minor: int, currency: str) -> money_pb2.Money:
+    return money(Decimal(amount_minor) / 100, currency)
+
+
+def plan(p: Plan, catalog: Catalog) -> plan_pb2.Plan:
+    message = plan_pb2.Plan(
+        id=p.id,
+        display_name=p.display_name,
+        description=p.description,
+        price=minor(p.price_minor, catalog.currency),
+        billing_interval=plan_pb2.BILLING_INTERVAL_YEAR
+        if p.interval == "year"
+        else plan_pb2.BILLING_INTERVAL_MONTH,
+        rate_limit_per_minute=p.rate_limit_per_minute,
+        included_seats=p.included_seats,
+        self_serve=p.self_serve,
+        features=list(p.features),
+    )
+    for q in p.quotas:
+        quota = message.quotas.add(metric=q.metric, included_quantity=q.included, unlimited=q.unlimited)
+        if q.overage_unit_price is not None and not q.unlimited:
+            quota.overage_unit_price.CopyFrom(money(q.overage_unit_price, catalog.currency))
+    if p.seat_price_minor is not None:
+        message.seat_price.CopyFrom(minor(p.seat_price_minor, catalog.currency))
+    if p.trial_days:
+        message.trial_period.CopyFrom(duration(timedelta(days=p.trial_days)))
+    return message
+
+
+_STATUS = {
+    rules.TRIALING: subscription_pb2.SUBSCRIPTION_STATUS_TRIALING,
+    rules.ACTIVE: subscription_pb2.SUBSCRIPTION_STATUS_ACTIVE,
+    rules.INCOMPLETE: subscription_pb2.SUBSCRIPTION_STATUS_INCOMPLETE,
+    rules.PAST_DUE: subscription_pb2.SUBSCRIPTION_STATUS_PAST_DUE,
+    rules.SUSPENDED: subscription_pb2.SUBSCRIPTION_STATUS_SUSPENDED,
+    rules.CANCELED: subscription_pb2.SUBSCRIPTION_STATUS_CANCELED,
+}
+
+
+def _set_time(message: Any, name: str, value: datetime | None) -> None:
+    if value is not None:
+        getattr(message, name).CopyFrom(timestamp(value))
+
+
+def subscription(row: store.SubscriptionRow, customer_id: str | None) -> subscription_pb2.Subscription:
+    message = subscription_pb2.Subscription(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        plan_id=row.plan_id,
+        status=_STATUS[row.status],
+        seats=row.seats,
+        current_period_start_time=timestamp(row.period_start),
+        current_period_end_time=timestamp(row.period_end),
+        cancel_at_period_end=row.cancel_at_period_end,
+        stripe_customer_id=customer_id or "",
+        stripe_subscription_id=row.provider_subscription_id or "",
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+    _set_time(message, "cancel_time", row.cancel_time)
+    _set_time(message, "end_time", row.end_time)
+    _set_time(message, "trial_end_time", row.trial_end_time)
+    if row.status == rules.PAST_DUE:
+        _set_time(message, "grace_period_end_time", row.grace_end_time)
+    if row.scheduled_plan_id:
+        message.scheduled_change.CopyFrom(
+            subscription_pb2.ScheduledPlanChange(
+                plan_id=row.scheduled_plan_id,
+                seats=row.scheduled_seats or row.seats,
+                effective_time=timestamp(row.period_end),
+            )
+        )
+    return message
+
+
+_INVOICE_STATUS = {
+    "draft": invoice_pb2.INVOICE_STATUS_DRAFT,
+    "open": invoice_pb2.INVOICE_STATUS_OPEN,
+    "paid": invoice_pb2.INVOICE_STATUS_PAID,
+    "void": invoice_pb2.INVOICE_STATUS_VOID,
+    "uncollectible": invoice_pb2.INVOICE_STATUS_UNCOLLECTIBLE,
+}
+INVOICE_STATUS_NAMES = {v: k for k, v in _INVOICE_STATUS.items()}
+_LINE_KIND = {
+    "subscription": invoice_pb2.INVOICE_LINE_KIND_SUBSCRIPTION,
+    "seats": invoice_pb2.INVOICE_LINE_KIND_SEATS,
+    "overage": invoice_pb2.INVOICE_LINE_KIND_OVERAGE,
+    "proration": invoice_pb2.INVOICE_LINE_KIND_PRORATION,
+    "credits": invoice_pb2.INVOICE_LINE_KIND_CREDITS,
+    "other": invoice_pb2.INVOICE_LINE_KIND_OTHER,
+}
+
+
+def invoice(row: store.InvoiceRow) -> invoice_pb2.Invoice:
+    c = row.currency
+    message = invoice_pb2.Invoice(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        subscription_id=row.subscription_id or "",
+        number=row.number or "",
+        status=_INVOICE_STATUS.get(row.status, invoice_pb2.INVOICE_STATUS_UNSPECIFIED),
+        subtotal=minor(row.subtotal_minor, c),
+        total=minor(row.total_minor, c),
+        amount_due=minor(row.amount_due_minor, c),
+        amount_paid=minor(row.amount_paid_minor, c),
+        amount_remaining=minor(row.amount_remaining_minor, c),
+        period_start_time=timestamp(row.period_start),
+        period_end_time=timestamp(row.period_end),
+        payment_attempt_count=row.attempt_count,
+        hosted_invoice_url=row.hosted_url or "",
+        invoice_pdf_url=row.pdf_url or "",
+        stripe_invoice_id=row.provider_invoice_id,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+    _set_time(message, "due_time", row.due_time)
+    _set_time(message, "paid_time", row.paid_time)
+    _set_time(message, "next_payment_attempt_time", row.next_attempt_time)
+    for item in row.lines:
+        message.lines.add(
+            kind=_LINE_KIND.get(str(item["kind"]), invoice_pb2.INVOICE_LINE_KIND_OTHER),
+            description=str(item["description"]),
+            plan_id=str(item.get("plan_id", "")),
+            metric=str(item.get("metric", "")),
+            quantity=int(item["quantity"]),
+            unit_price=money(Decimal(str(item["unit_price"])), c),
+            amount=minor(int(item["amount_minor"]), c),
+            period_start_time=timestamp(datetime.fromisoformat(str(item["period_start"]))),
+            period_end_time=timestamp(datetime.fromisoformat(str(item["period_end"]))),
+        )
+    return message
+
+
+_ACTION = {
+    cycle.REMINDER: cycle_pb.BILLING_CYCLE_ACTION_KIND_REMINDER_SENT,
+    cycle.SUSPENDED: cycle_pb.BILLING_CYCLE_ACTION_KIND_TENANT_SUSPENDED,
+    cycle.REACTIVATED: cycle_pb.BILLING_CYCLE_ACTION_KIND_TENANT_REACTIVATED,
+    cycle.ENDED: cycle_pb.BILLING_CYCLE_ACTION_KIND_SUBSCRIPTION_ENDED,
+}
+
+
+def cycle_report(report: cycle.Report, currency: str) -> pb.RunBillingCycleResponse:
+    reply = pb.RunBillingCycleResponse(
+        as_of_time=timestamp(report.as_of),
+        dry_run=report.dry_run,
+        subscriptions_examined=report.examined,
+        overage_charges_already_billed=report.already_billed,
+        periods_renewed=report.renewed,
+    )
+    for c in report.charges:
+        reply.overage_charges.add(
+            tenant_id=c.tenant_id,
+            subscription_id=c.subscription_id,
+            plan_id=c.plan_id,
+            metric=c.metric,
+            period_start_time=timestamp(c.period_start),
+            period_end_time=timestamp(c.period_end),
+            included_quantity=c.included,
+            used_quantity=c.used,
+            overage_quantity=c.overage,
+            unit_price=money(c.unit_price, currency),
+            amount=minor(c.amount_minor, currency),
+            stripe_invoice_item_id=c.item_id,
+        )
+    for a in report.actions:
+        reply.actions.add(
+            tenant_id=a.tenant_id,
+            subscription_id=a.subscription_id,
+            kind=_ACTION[a.kind],
+            detail=a.detail[:500],
+        )
+    for tenant_id, subscription_id, message in report.failures:
+        reply.failures.add(tenant_id=tenant_id, subscription_id=subscription_id, message=message)
+    return reply
+
+
+def revenue_metrics(r: revenue.Revenue, currency: str) -> revenue_pb2.RevenueMetrics:
+    message = revenue_pb2.RevenueMetrics(
+        compute_time=timestamp(r.computed),
+        mrr=minor(r.mrr_minor, currency),
+        arr=minor(r.mrr_minor * 12, currency),
+        paying_subscriptions=r.paying,
+        period_start_time=timestamp(r.start),
+        period_end_time=timestamp(r.end),
+        overage_revenue=minor(r.overage_minor, currency),
+        credit_revenue=minor(r.credit_minor, currency),
+    )
+    for p in r.plans:
+        message.plans.add(
+            plan_id=p.plan_id,
+            subscribers=p.subscribers,
+            past_due_subscribers=p.past_due,
+            mrr=minor(p.mrr_minor, currency),
+        )
+    return message
