@@ -19,6 +19,7 @@ from nexus_server.apikeys import wiring as apikeys
 from nexus_server.apikeys.verifier import KeyVerifier
 from nexus_server.app.context import AppContext
 from nexus_server.billing import wiring as billing
+from nexus_server.billing.ports import Deps as BillingDeps
 from nexus_server.billing.terms import CatalogTerms
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.events import wiring as events
@@ -45,6 +46,7 @@ class Capabilities:
     limiter: Limiter
     event_hub: Hub
     event_appender: Appender
+    billing: BillingDeps
     servicers: dict[str, object] = field(default_factory=dict)
 
 
@@ -75,7 +77,7 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
         "nexus.usage.v1.UsageService": use.servicer,
         "nexus.billing.v1.BillingService": bill.servicer,
     }
-    return Capabilities(ident.deps, keys.verifier, keys.limiter, evs.hub, evs.appender, servicers)
+    return Capabilities(ident.deps, keys.verifier, keys.limiter, evs.hub, evs.appender, bill.deps, servicers)
 
 
 class UsageTerms:

@@ -65,6 +65,8 @@ class SeatSync:
             plan = deps.catalog.plan(row.plan_id)
             if plan is None or not plan.per_seat or row.status not in rules.IN_FORCE:
                 return False
+            if row.provider_subscription_id and deps.provider is None:
+                return False  # a Stripe subscription, on a replica configured without Stripe
             members = await deps.tenants.member_count(uow, tenant_id)
             if members <= row.seats:
                 return False

@@ -10,7 +10,7 @@ arriving after a newer one re-applies the newer state (and changes nothing: STAL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nexus_server.billing import dunning, invoices, rules, selling, store, subscriptions
@@ -67,7 +67,7 @@ async def _apply(
             return IGNORED  # credit purchases: the credits issue
         sub = await provider.get_subscription(checkout.subscription_id)
         if "tenant_id" not in sub.metadata and checkout.metadata.get("tenant_id"):
-            sub = ProviderSubscription(**{**sub.__dict__, "metadata": {**sub.metadata, **checkout.metadata}})
+            sub = replace(sub, metadata={**sub.metadata, **checkout.metadata})
         changed = await mirror_subscription(uow, deps, sub)
         return _verdict(changed, True)
     return IGNORED

@@ -185,7 +185,8 @@ class BillingServiceServicer:
         """Returns the tenant's current subscription. Every tenant has one: it starts
         on the free plan when the tenant is created.
 
-        Callable by any member of the tenant, or an API key holding `billing:read`. Returns NOT_FOUND
+        Callable by any member of the tenant, or an API key holding `billing:read`;
+        members may call it while the tenant is suspended, to see why. Returns NOT_FOUND
         (RESOURCE_NOT_FOUND) if the tenant does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -215,7 +216,8 @@ class BillingServiceServicer:
         """Starts a Stripe customer portal session, where the tenant's admins update
         payment methods, see invoices and pay overdue ones, and returns its URL.
 
-        Callable by tenant admins and owners. Returns NOT_FOUND
+        Callable by tenant admins and owners, also while the tenant is suspended (so
+        that they can pay what suspended it). Returns NOT_FOUND
         (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
         (REDIRECT_URL_NOT_ALLOWED) if `return_url` is not allowed;
         FAILED_PRECONDITION (BILLING_ACCOUNT_MISSING) if the tenant has never
@@ -279,7 +281,8 @@ class BillingServiceServicer:
     def ListInvoices(self, request, context):
         """Lists the tenant's invoices, newest first (by `create_time`, then `id`).
 
-        Callable by tenant admins and owners, or an API key holding `billing:read`. Returns NOT_FOUND
+        Callable by tenant admins and owners (also while the tenant is suspended), or
+        an API key holding `billing:read`. Returns NOT_FOUND
         (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
         (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
         same tenant and filter.

@@ -65,7 +65,8 @@ class BillingServiceStub:
     """Returns the tenant's current subscription. Every tenant has one: it starts
     on the free plan when the tenant is created.
 
-    Callable by any member of the tenant, or an API key holding `billing:read`. Returns NOT_FOUND
+    Callable by any member of the tenant, or an API key holding `billing:read`;
+    members may call it while the tenant is suspended, to see why. Returns NOT_FOUND
     (RESOURCE_NOT_FOUND) if the tenant does not exist.
     """
     CreateCheckoutSession: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.CreateCheckoutSessionRequest, _billing_service_pb2.CreateCheckoutSessionResponse]
@@ -87,7 +88,8 @@ class BillingServiceStub:
     """Starts a Stripe customer portal session, where the tenant's admins update
     payment methods, see invoices and pay overdue ones, and returns its URL.
 
-    Callable by tenant admins and owners. Returns NOT_FOUND
+    Callable by tenant admins and owners, also while the tenant is suspended (so
+    that they can pay what suspended it). Returns NOT_FOUND
     (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
     (REDIRECT_URL_NOT_ALLOWED) if `return_url` is not allowed;
     FAILED_PRECONDITION (BILLING_ACCOUNT_MISSING) if the tenant has never
@@ -135,7 +137,8 @@ class BillingServiceStub:
     ListInvoices: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListInvoicesRequest, _billing_service_pb2.ListInvoicesResponse]
     """Lists the tenant's invoices, newest first (by `create_time`, then `id`).
 
-    Callable by tenant admins and owners, or an API key holding `billing:read`. Returns NOT_FOUND
+    Callable by tenant admins and owners (also while the tenant is suspended), or
+    an API key holding `billing:read`. Returns NOT_FOUND
     (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
     (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
     same tenant and filter.
@@ -306,7 +309,8 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Returns the tenant's current subscription. Every tenant has one: it starts
     on the free plan when the tenant is created.
 
-    Callable by any member of the tenant, or an API key holding `billing:read`. Returns NOT_FOUND
+    Callable by any member of the tenant, or an API key holding `billing:read`;
+    members may call it while the tenant is suspended, to see why. Returns NOT_FOUND
     (RESOURCE_NOT_FOUND) if the tenant does not exist.
     """
     CreateCheckoutSession: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.CreateCheckoutSessionRequest, _billing_service_pb2.CreateCheckoutSessionResponse]  # type: ignore[assignment]
@@ -328,7 +332,8 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Starts a Stripe customer portal session, where the tenant's admins update
     payment methods, see invoices and pay overdue ones, and returns its URL.
 
-    Callable by tenant admins and owners. Returns NOT_FOUND
+    Callable by tenant admins and owners, also while the tenant is suspended (so
+    that they can pay what suspended it). Returns NOT_FOUND
     (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
     (REDIRECT_URL_NOT_ALLOWED) if `return_url` is not allowed;
     FAILED_PRECONDITION (BILLING_ACCOUNT_MISSING) if the tenant has never
@@ -376,7 +381,8 @@ class BillingServiceAsyncStub(BillingServiceStub):
     ListInvoices: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListInvoicesRequest, _billing_service_pb2.ListInvoicesResponse]  # type: ignore[assignment]
     """Lists the tenant's invoices, newest first (by `create_time`, then `id`).
 
-    Callable by tenant admins and owners, or an API key holding `billing:read`. Returns NOT_FOUND
+    Callable by tenant admins and owners (also while the tenant is suspended), or
+    an API key holding `billing:read`. Returns NOT_FOUND
     (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
     (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
     same tenant and filter.
@@ -556,7 +562,8 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the tenant's current subscription. Every tenant has one: it starts
         on the free plan when the tenant is created.
 
-        Callable by any member of the tenant, or an API key holding `billing:read`. Returns NOT_FOUND
+        Callable by any member of the tenant, or an API key holding `billing:read`;
+        members may call it while the tenant is suspended, to see why. Returns NOT_FOUND
         (RESOURCE_NOT_FOUND) if the tenant does not exist.
         """
 
@@ -590,7 +597,8 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         """Starts a Stripe customer portal session, where the tenant's admins update
         payment methods, see invoices and pay overdue ones, and returns its URL.
 
-        Callable by tenant admins and owners. Returns NOT_FOUND
+        Callable by tenant admins and owners, also while the tenant is suspended (so
+        that they can pay what suspended it). Returns NOT_FOUND
         (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
         (REDIRECT_URL_NOT_ALLOWED) if `return_url` is not allowed;
         FAILED_PRECONDITION (BILLING_ACCOUNT_MISSING) if the tenant has never
@@ -662,7 +670,8 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_billing_service_pb2.ListInvoicesResponse, _abc.Awaitable[_billing_service_pb2.ListInvoicesResponse]]:
         """Lists the tenant's invoices, newest first (by `create_time`, then `id`).
 
-        Callable by tenant admins and owners, or an API key holding `billing:read`. Returns NOT_FOUND
+        Callable by tenant admins and owners (also while the tenant is suspended), or
+        an API key holding `billing:read`. Returns NOT_FOUND
         (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
         (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
         same tenant and filter.
