@@ -388,3 +388,59 @@ async def test_a_member_added_on_a_per_seat_plan_raises_the_seats_once_and_the_n
     renewal = (await stub.ListInvoices(pb.ListInvoicesRequest(tenant_id=tenant_id), metadata=md)).invoices[0]
     (seat_line,) = [line for line in renewal.lines if line.kind == invoice_pb2.INVOICE_LINE_KIND_SEATS]
     assert (seat_line.quantity, seat_line.amount.units) == (1, 10)
+
+
+async def test_an_add_on_enabled_and_priced_for_the_tenant_is_on_the_next_invoice_at_that_price(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel
+) -> None:
+    srv = server[0]
+    owner, tenant_id = await _tenant(srv, channel)
+    admin = await platform_admin(srv, channel)
+    stub = rpc.BillingServiceStub(channel)
+    md = owner.metadata(tenant_id)
+    catalog = await stub.ListAddOns(pb.ListAddOnsRequest())
+    assert "liminal" in [a.id for a in catalog.add_ons]
+    enable = pb.EnableAddOnRequest(tenant_id=tenant_id, add_on_id="liminal")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.EnableAddOn(enable, metadata=md)
+    assert reason(caught.value) == "PAYMENT_METHOD_REQUIRED"  # the free plan takes no add-ons
+    await _checkout(stub, owner, tenant_id)
+    enabled = await stub.EnableAddOn(enable, metadata=md)
+    assert enabled.enabled and not enabled.price_overridden and enabled.price.units == 20
+    priced = pb.SetTenantAddOnPriceRequest(tenant_id=tenant_id, add_on_id="liminal")
+    priced.price.currency_code, priced.price.units, priced.price.nanos = "USD", 12, 500_000_000
+    overridden = await stub.SetTenantAddOnPrice(priced, metadata=admin.metadata(tenant_id))
+    assert overridden.price_overridden and (overridden.price.units, overridden.price.nanos) == (
+        12,
+        500_000_000,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a tenant admin may not set its own price
+        await stub.SetTenantAddOnPrice(priced, metadata=md)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    listed = await stub.ListTenantAddOns(pb.ListTenantAddOnsRequest(tenant_id=tenant_id), metadata=md)
+    assert [a.add_on_id for a in listed.add_ons if a.enabled] == ["liminal"]
+
+    await _ended_pro_period(srv, tenant_id, 0)
+    await stub.RunBillingCycle(pb.RunBillingCycleRequest(tenant_ids=[tenant_id]), metadata=admin.metadata())
+    renewal = (await stub.ListInvoices(pb.ListInvoicesRequest(tenant_id=tenant_id), metadata=md)).invoices[0]
+    (line,) = [li for li in renewal.lines if li.kind == invoice_pb2.INVOICE_LINE_KIND_OTHER]
+    assert "Liminal" in line.description and (line.amount.units, line.amount.nanos) == (12, 500_000_000)
+
+    disabled = await stub.DisableAddOn(
+        pb.DisableAddOnRequest(tenant_id=tenant_id, add_on_id="liminal"), metadata=md
+    )
+    assert not disabled.enabled and disabled.price_overridden  # the tenant's price is kept for later
+
+
+async def test_set_tenant_add_on_price_refuses_other_currencies_and_fractions_of_a_cent(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel
+) -> None:
+    srv = server[0]
+    _, tenant_id = await _tenant(srv, channel)
+    admin = await platform_admin(srv, channel)
+    stub = rpc.BillingServiceStub(channel)
+    request = pb.SetTenantAddOnPriceRequest(tenant_id=tenant_id, add_on_id="liminal")
+    request.price.currency_code, request.price.units, request.price.nanos = "EUR", 1, 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SetTenantAddOnPrice(request, metadata=admin.metadata(tenant_id))
+    assert set(field_violations(caught.value)) == {"price.currency_code", "price.nanos"}

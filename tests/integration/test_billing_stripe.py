@@ -313,3 +313,32 @@ async def test_overage_on_a_stripe_plan_becomes_one_invoice_item_however_often_t
     assert charge.stripe_invoice_item_id.startswith("ii_")
     assert not second.overage_charges
     assert stripe.double.calls("POST /v1/invoiceitems") == items_before + 1
+
+
+async def test_an_add_on_priced_for_the_tenant_is_billed_by_stripe_at_that_price(stripe: Stripe) -> None:
+    owner, tenant_id, events = await _subscribe(stripe)
+    await deliver_all(stripe, events)
+    admin = await platform_admin(stripe.server, stripe.channel)
+    md = owner.metadata(tenant_id)
+    await stripe.stub.EnableAddOn(
+        pb.EnableAddOnRequest(tenant_id=tenant_id, add_on_id="liminal"), metadata=md
+    )
+    priced = pb.SetTenantAddOnPriceRequest(tenant_id=tenant_id, add_on_id="liminal")
+    priced.price.currency_code, priced.price.units = "USD", 7
+    await stripe.stub.SetTenantAddOnPrice(priced, metadata=admin.metadata(tenant_id))
+    sub = await _subscription(stripe, owner, tenant_id)
+    provider = stripe.server.capabilities.billing.provider
+    assert provider is not None
+    held = await provider.get_subscription(sub.stripe_subscription_id)
+    assert held.items == {"nexus_plan_pro": 1, f"nexus_addon_liminal_{tenant_id}": 1}
+
+    renewal = stripe.double.renew(sub.stripe_subscription_id)
+    await deliver_all(stripe, renewal)
+    renewed_id = next(e["data"]["object"]["id"] for e in renewal if e["type"] == "invoice.paid")
+    invoices = (
+        await stripe.stub.ListInvoices(pb.ListInvoicesRequest(tenant_id=tenant_id), metadata=md)
+    ).invoices
+    (newest,) = [i for i in invoices if i.stripe_invoice_id == renewed_id]
+    amounts = sorted(line.amount.units for line in newest.lines)
+    assert amounts == [7, 29]
+    assert newest.status == invoice_pb2.INVOICE_STATUS_PAID

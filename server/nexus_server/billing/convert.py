@@ -9,11 +9,12 @@ from typing import Any
 
 from google.type import money_pb2
 
+from nexus.billing.v1 import add_on_pb2, invoice_pb2, plan_pb2, revenue_pb2, subscription_pb2
 from nexus.billing.v1 import billing_cycle_pb2 as cycle_pb
 from nexus.billing.v1 import billing_service_pb2 as pb
-from nexus.billing.v1 import invoice_pb2, plan_pb2, revenue_pb2, subscription_pb2
-from nexus_server.billing import cycle, revenue, rules, store
-from nexus_server.billing.catalog import Catalog, Plan
+from nexus_server.billing import add_ons, cycle, revenue, rules, store
+from nexus_server.billing.catalog import AddOn, Catalog, Plan
+from nexus_server.common.errors import FieldViolation
 from nexus_server.common.timestamps import duration, timestamp
 
 NANOS = Decimal(1_000_000_000)
@@ -212,6 +213,7 @@ def revenue_metrics(r: revenue.Revenue, currency: str) -> revenue_pb2.RevenueMet
         period_end_time=timestamp(r.end),
         overage_revenue=minor(r.overage_minor, currency),
         credit_revenue=minor(r.credit_minor, currency),
+        add_on_mrr=minor(r.add_on_mrr_minor, currency),
     )
     for p in r.plans:
         message.plans.add(
@@ -221,3 +223,40 @@ def revenue_metrics(r: revenue.Revenue, currency: str) -> revenue_pb2.RevenueMet
             mrr=minor(p.mrr_minor, currency),
         )
     return message
+
+
+def add_on(a: AddOn, currency: str) -> add_on_pb2.AddOn:
+    return add_on_pb2.AddOn(
+        id=a.id, display_name=a.display_name, description=a.description, price=minor(a.price_minor, currency)
+    )
+
+
+def tenant_add_on(v: add_ons.TenantAddOn, currency: str) -> add_on_pb2.TenantAddOn:
+    message = add_on_pb2.TenantAddOn(
+        tenant_id=v.tenant_id,
+        add_on_id=v.add_on.id,
+        enabled=v.enabled,
+        price=minor(v.price_minor, currency),
+        price_overridden=v.overridden,
+    )
+    _set_time(message, "update_time", v.update_time)
+    return message
+
+
+def price_minor(
+    m: money_pb2.Money, currency: str, field: str, maximum: int
+) -> tuple[int, list[FieldViolation]]:
+    """A price in whole minor units from the wire, or the violations that make it unusable."""
+    bad: list[FieldViolation] = []
+    if m.currency_code != currency:
+        bad.append(
+            FieldViolation(f"{field}.currency_code", f"must be {currency}, the installation's currency")
+        )
+    if (m.units < 0 or m.nanos < 0) or (m.units > 0 and m.nanos < 0) or abs(m.nanos) >= 1_000_000_000:
+        bad.append(FieldViolation(field, "must be a non-negative amount with nanos below one unit"))
+    elif m.nanos % 10_000_000:
+        bad.append(FieldViolation(f"{field}.nanos", "must be whole cents"))
+    amount = m.units * 100 + m.nanos // 10_000_000
+    if not bad and amount > maximum:
+        bad.append(FieldViolation(field, f"must be at most {maximum // 100:,}"))
+    return amount, bad

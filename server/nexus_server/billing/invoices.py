@@ -181,7 +181,7 @@ async def mirror(
     if finalized is None and invoice.status in ("open", "paid", "uncollectible"):
         finalized = now
     values = {
-        "id": before.id if before is not None else new_id("inv", at=invoice.created),
+        "id": before.id if before is not None else new_id("inv", at=now),  # ties in a second: mirror order
         "tenant_id": tenant_id,
         "subscription_id": subscription_id,
         "number": invoice.number or None,

@@ -32,6 +32,7 @@ class Revenue:
     start: datetime
     end: datetime
     overage_minor: int
+    add_on_mrr_minor: int = 0
     credit_minor: int = 0  # credit purchases: the credits issue
 
 
@@ -40,7 +41,10 @@ async def metrics(uow: UnitOfWork, deps: Deps, start: datetime, end: datetime) -
     known = {s.tenant_id for s in subscriptions}
     untouched = [t for t in await deps.tenants.live_tenant_ids(uow) if t not in known]
     counts: dict[str, list[int]] = {p.id: [0, 0, 0] for p in deps.catalog.plans}  # subscribers, past due, mrr
-    paying = 0
+    paying = add_on_mrr = 0
+    add_on_rows: dict[str, list[store.AddOnRow]] = {}
+    for row in await store.enabled_add_ons(uow.session):
+        add_on_rows.setdefault(row.tenant_id, []).append(row)
     for s in subscriptions:
         plan = deps.catalog.plan(s.plan_id)
         if plan is None or s.status not in COUNTED:
@@ -49,7 +53,13 @@ async def metrics(uow: UnitOfWork, deps: Deps, start: datetime, end: datetime) -
         entry[0] += 1
         entry[1] += s.status == rules.PAST_DUE
         if s.status in RECURRING and plan.price_minor > 0:
-            entry[2] += plan.monthly_minor(s.seats)
+            extras = sum(
+                (r.price_minor if r.price_minor is not None else offered.price_minor)
+                for r in add_on_rows.get(s.tenant_id, [])
+                if r.enabled and (offered := deps.catalog.add_on(r.add_on_id)) is not None
+            )
+            entry[2] += plan.monthly_minor(s.seats) + extras
+            add_on_mrr += extras
             paying += 1
     counts[deps.catalog.free.id][0] += len(untouched)
     overage = sum(
@@ -60,4 +70,5 @@ async def metrics(uow: UnitOfWork, deps: Deps, start: datetime, end: datetime) -
         if line.get("kind") == "overage"
     )
     plans = [PlanRevenue(p.id, *counts[p.id]) for p in deps.catalog.plans]
-    return Revenue(uow.clock.now(), sum(p.mrr_minor for p in plans), paying, plans, start, end, overage)
+    mrr = sum(p.mrr_minor for p in plans)
+    return Revenue(uow.clock.now(), mrr, paying, plans, start, end, overage, add_on_mrr)

@@ -75,7 +75,7 @@ class SeatSync:
             else:
                 mirrored = await deps.provider.update_items(
                     row.provider_subscription_id,
-                    selling.line_items(plan, members),
+                    await selling.subscription_items(uow, deps, tenant_id, plan, members),
                     prorate=False,
                     idempotency_key=f"seats:{row.id}:{members}",
                 )

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from nexus_server.billing import invoices, rules, store, subscriptions
+from nexus_server.billing import invoices, rules, store, subscriptions, sync
 from nexus_server.billing.catalog import Plan
 from nexus_server.billing.ports import Deps
 from nexus_server.billing.provider import (
@@ -104,11 +104,25 @@ def self_serve(plan: Plan | None, plan_id: str) -> Plan:
 
 
 def line_items(plan: Plan, seats: int) -> list[LineItem]:
-    items = [LineItem(f"nexus_plan_{plan.id}", 1)]
+    items = [LineItem(sync.plan_key(plan.id), 1)]
     extra = max(seats - plan.included_seats, 0)
     if plan.per_seat and extra:
-        items.append(LineItem(f"nexus_seat_{plan.id}", extra))
+        items.append(LineItem(sync.seat_key(plan.id), extra))
     return items
+
+
+async def subscription_items(
+    uow: UnitOfWork, deps: Deps, tenant_id: str, plan: Plan, seats: int
+) -> list[LineItem]:
+    """Every item a Stripe subscription on `plan` holds: the plan, extra seats, and each
+    enabled add-on (at the tenant's own price where one was set). Updates send all of them:
+    the provider makes the subscription's items exactly these."""
+    add_ons = [
+        LineItem(sync.add_on_key(r.add_on_id, tenant_id if r.price_minor is not None else ""), 1)
+        for r in await store.add_ons_of(uow.session, tenant_id)
+        if r.enabled and deps.catalog.add_on(r.add_on_id) is not None
+    ]
+    return [*line_items(plan, seats), *add_ons]
 
 
 def provider_failure(error: ProviderError) -> Exception:
@@ -231,7 +245,7 @@ async def checkout(
                     tenant_id=tenant_id,
                     customer_id=acct.customer_id or "",
                     customer_email=emails[0] if emails and not acct.customer_id else "",
-                    items=line_items(plan, seats),
+                    items=await subscription_items(uow, deps, tenant_id, plan, seats),
                     success_url=success,
                     cancel_url=cancel,
                     trial_days=plan.trial_days if first else 0,
@@ -314,7 +328,7 @@ async def change_plan(
         try:
             mirrored = await deps.provider.update_items(
                 row.provider_subscription_id,
-                line_items(plan, seats),
+                await subscription_items(uow, deps, tenant_id, plan, seats),
                 prorate=not at_period_end,
                 idempotency_key=f"change:{row.id}:{plan.id}:{seats}:{key or row.update_time.isoformat()}",
             )
@@ -448,12 +462,12 @@ def state_from_provider(
 ) -> subscriptions.State:
     """Nexus's state for a subscription as the provider holds it now."""
     plan_id = next(
-        (key.removeprefix("nexus_plan_") for key in sub.items if key.startswith("nexus_plan_")),
+        (key.removeprefix(sync.plan_key("")) for key in sub.items if key.startswith(sync.plan_key(""))),
         sub.metadata.get("plan_id", row.plan_id if row else deps.catalog.free.id),
     )
     plan = deps.catalog.plan(plan_id)
     included = plan.included_seats if plan is not None else 0
-    extra = sub.items.get(f"nexus_seat_{plan_id}", 0)
+    extra = sub.items.get(sync.seat_key(plan_id), 0)
     status = rules.from_stripe_status(sub.status, row.status if row else None)
     start, end = rules.midnight(sub.current_period_start), rules.midnight(sub.current_period_end)
     if end <= start:

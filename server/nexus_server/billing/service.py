@@ -7,11 +7,11 @@ from datetime import datetime
 
 from google.api import httpbody_pb2
 
+from nexus.billing.v1 import add_on_pb2, revenue_pb2, subscription_pb2
 from nexus.billing.v1 import billing_service_pb2 as pb
-from nexus.billing.v1 import revenue_pb2, subscription_pb2
 from nexus.billing.v1.billing_service_pb2_grpc import BillingServiceServicer
 from nexus_server.app.context import AppContext
-from nexus_server.billing import convert, cycle, revenue, selling, subscriptions, webhooks
+from nexus_server.billing import add_ons, convert, cycle, revenue, selling, subscriptions, webhooks
 from nexus_server.billing import listing as lists
 from nexus_server.billing.ports import Deps
 from nexus_server.billing.provider import ProviderError
@@ -206,6 +206,57 @@ class BillingServicer(BillingServiceServicer):
         async with self.db.unit_of_work(readonly=True) as uow:
             metrics = await revenue.metrics(uow, self.deps, start, end)
         return convert.revenue_metrics(metrics, self.deps.catalog.currency)
+
+    async def ListAddOns(
+        self, request: pb.ListAddOnsRequest, context: ServicerContext
+    ) -> pb.ListAddOnsResponse:
+        catalog = self.deps.catalog
+        page, token = pagination.page_of(
+            "ListAddOns", catalog.add_ons, request.page_size, request.page_token, ""
+        )
+        return pb.ListAddOnsResponse(
+            add_ons=[convert.add_on(a, catalog.currency) for a in page], next_page_token=token
+        )
+
+    async def ListTenantAddOns(
+        self, request: pb.ListTenantAddOnsRequest, context: ServicerContext
+    ) -> pb.ListTenantAddOnsResponse:
+        async with self.db.unit_of_work() as uow:
+            views = await add_ons.of_tenant(uow, self.deps, current_call().tenant_id)
+        currency = self.deps.catalog.currency
+        return pb.ListTenantAddOnsResponse(add_ons=[convert.tenant_add_on(v, currency) for v in views])
+
+    async def EnableAddOn(
+        self, request: pb.EnableAddOnRequest, context: ServicerContext
+    ) -> add_on_pb2.TenantAddOn:
+        return await self._enable(request.add_on_id, True)
+
+    async def DisableAddOn(
+        self, request: pb.DisableAddOnRequest, context: ServicerContext
+    ) -> add_on_pb2.TenantAddOn:
+        return await self._enable(request.add_on_id, False)
+
+    async def _enable(self, add_on_id: str, enabled: bool) -> add_on_pb2.TenantAddOn:
+        if not add_on_id:
+            raise InvalidArgument(FieldViolation("add_on_id", "is required"))
+        async with self.db.unit_of_work() as uow:
+            view = await add_ons.set_enabled(uow, self.deps, current_call().tenant_id, add_on_id, enabled)
+        return convert.tenant_add_on(view, self.deps.catalog.currency)
+
+    async def SetTenantAddOnPrice(
+        self, request: pb.SetTenantAddOnPriceRequest, context: ServicerContext
+    ) -> add_on_pb2.TenantAddOn:
+        currency = self.deps.catalog.currency
+        with Violations() as bad:
+            if not request.add_on_id:
+                bad.add("add_on_id", "is required")
+            price: int | None = None
+            if request.HasField("price"):
+                price, wrong = convert.price_minor(request.price, currency, "price", add_ons.MAX_PRICE_MINOR)
+                bad.extend(wrong)
+        async with self.db.unit_of_work() as uow:
+            view = await add_ons.set_price(uow, self.deps, current_call().tenant_id, request.add_on_id, price)
+        return convert.tenant_add_on(view, currency)
 
     # The credits issue's RPCs.
     ListCreditPackages = UNIMPLEMENTED

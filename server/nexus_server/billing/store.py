@@ -410,6 +410,11 @@ async def add_ons_of(session: AsyncSession, tenant_id: str) -> list[AddOnRow]:
     return [_row(AddOnRow, r) for r in (await session.execute(query)).all()]
 
 
+async def enabled_add_ons(session: AsyncSession) -> list[AddOnRow]:
+    query = select(billing_tenant_add_ons).where(billing_tenant_add_ons.c.enabled.is_(True))
+    return [_row(AddOnRow, r) for r in (await session.execute(query)).all()]
+
+
 async def put_add_on(session: AsyncSession, values: Mapping[str, Any]) -> None:
     insert = insert_for(session)
     statement = insert(billing_tenant_add_ons).values(**values)

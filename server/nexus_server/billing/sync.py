@@ -12,6 +12,19 @@ from nexus_server.billing.catalog import Catalog
 from nexus_server.billing.provider import PriceRef
 
 
+def plan_key(plan_id: str) -> str:
+    return f"nexus_plan_{plan_id}"
+
+
+def seat_key(plan_id: str) -> str:
+    return f"nexus_seat_{plan_id}"
+
+
+def add_on_key(add_on_id: str, tenant_id: str = "") -> str:
+    """The catalog's price, or with `tenant_id` the price a platform admin set for one tenant."""
+    return f"nexus_addon_{add_on_id}_{tenant_id}" if tenant_id else f"nexus_addon_{add_on_id}"
+
+
 def prices_of(catalog: Catalog) -> list[PriceRef]:
     prices: list[PriceRef] = []
     for plan in catalog.plans:
@@ -29,7 +42,7 @@ def prices_of(catalog: Catalog) -> list[PriceRef]:
         if plan.seat_price_minor is not None:
             prices.append(
                 PriceRef(
-                    f"nexus_seat_{plan.id}",
+                    seat_key(plan.id),
                     f"{plan.display_name} extra seat",
                     plan.seat_price_minor,
                     catalog.currency,

@@ -10,6 +10,8 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.type import money_pb2 as _money_pb2
+from nexus.billing.v1 import add_on_pb2 as _add_on_pb2
 from nexus.billing.v1 import billing_cycle_pb2 as _billing_cycle_pb2
 from nexus.billing.v1 import credit_pb2 as _credit_pb2
 from nexus.billing.v1 import credit_rate_pb2 as _credit_rate_pb2
@@ -471,6 +473,196 @@ class ListInvoicesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListInvoicesResponse: _TypeAlias = ListInvoicesResponse  # noqa: Y015
+
+@_typing.final
+class ListAddOnsRequest(_message.Message):
+    """The request for ListAddOns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The maximum number of add-ons to return; 0 means the default of 50, values above
+    1000 are treated as 1000, and negative values are INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of a previous ListAddOns response, to fetch the next page;
+    empty for the first page.
+    """
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAddOnsRequest: _TypeAlias = ListAddOnsRequest  # noqa: Y015
+
+@_typing.final
+class ListAddOnsResponse(_message.Message):
+    """The response of ListAddOns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADD_ONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """A token for the next page, to pass as `page_token`; empty when there are no more."""
+    @_builtins.property
+    def add_ons(self) -> _containers.RepeatedCompositeFieldContainer[_add_on_pb2.AddOn]:
+        """The add-ons on sale, in catalog order."""
+
+    def __init__(
+        self,
+        *,
+        add_ons: _abc.Iterable[_add_on_pb2.AddOn] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_ons", b"add_ons", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAddOnsResponse: _TypeAlias = ListAddOnsResponse  # noqa: Y015
+
+@_typing.final
+class ListTenantAddOnsRequest(_message.Message):
+    """The request for ListTenantAddOns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant whose add-ons to list."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantAddOnsRequest: _TypeAlias = ListTenantAddOnsRequest  # noqa: Y015
+
+@_typing.final
+class ListTenantAddOnsResponse(_message.Message):
+    """The response of ListTenantAddOns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADD_ONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def add_ons(self) -> _containers.RepeatedCompositeFieldContainer[_add_on_pb2.TenantAddOn]:
+        """Every add-on of the catalog for the tenant, in catalog order."""
+
+    def __init__(
+        self,
+        *,
+        add_ons: _abc.Iterable[_add_on_pb2.TenantAddOn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_ons", b"add_ons"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTenantAddOnsResponse: _TypeAlias = ListTenantAddOnsResponse  # noqa: Y015
+
+@_typing.final
+class EnableAddOnRequest(_message.Message):
+    """The request for EnableAddOn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ADD_ON_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant."""
+    add_on_id: _builtins.str
+    """The id of the add-on to enable, for example `liminal`."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        add_on_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_on_id", b"add_on_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableAddOnRequest: _TypeAlias = EnableAddOnRequest  # noqa: Y015
+
+@_typing.final
+class DisableAddOnRequest(_message.Message):
+    """The request for DisableAddOn."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ADD_ON_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant."""
+    add_on_id: _builtins.str
+    """The id of the add-on to disable, for example `liminal`."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        add_on_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_on_id", b"add_on_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableAddOnRequest: _TypeAlias = DisableAddOnRequest  # noqa: Y015
+
+@_typing.final
+class SetTenantAddOnPriceRequest(_message.Message):
+    """The request for SetTenantAddOnPrice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ADD_ON_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant."""
+    add_on_id: _builtins.str
+    """The id of the add-on to price, for example `liminal`."""
+    @_builtins.property
+    def price(self) -> _money_pb2.Money:
+        """The tenant's monthly price: 0 to 1,000,000 in the installation's currency, in whole
+        cents. Unset returns the tenant to the catalog's price.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        add_on_id: _builtins.str = ...,
+        price: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["price", b"price"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_on_id", b"add_on_id", "price", b"price", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetTenantAddOnPriceRequest: _TypeAlias = SetTenantAddOnPriceRequest  # noqa: Y015
 
 @_typing.final
 class ListCreditPackagesRequest(_message.Message):

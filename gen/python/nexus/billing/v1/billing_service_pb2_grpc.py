@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
+from nexus.billing.v1 import add_on_pb2 as nexus_dot_billing_dot_v1_dot_add__on__pb2
 from nexus.billing.v1 import billing_service_pb2 as nexus_dot_billing_dot_v1_dot_billing__service__pb2
 from nexus.billing.v1 import credit_pb2 as nexus_dot_billing_dot_v1_dot_credit__pb2
 from nexus.billing.v1 import revenue_pb2 as nexus_dot_billing_dot_v1_dot_revenue__pb2
@@ -92,6 +93,31 @@ class BillingServiceStub:
                 '/nexus.billing.v1.BillingService/ListInvoices',
                 request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.SerializeToString,
                 response_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.FromString,
+                _registered_method=True)
+        self.ListAddOns = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/ListAddOns',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListAddOnsRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListAddOnsResponse.FromString,
+                _registered_method=True)
+        self.ListTenantAddOns = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/ListTenantAddOns',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListTenantAddOnsRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListTenantAddOnsResponse.FromString,
+                _registered_method=True)
+        self.EnableAddOn = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/EnableAddOn',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.EnableAddOnRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.FromString,
+                _registered_method=True)
+        self.DisableAddOn = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/DisableAddOn',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.DisableAddOnRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.FromString,
+                _registered_method=True)
+        self.SetTenantAddOnPrice = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/SetTenantAddOnPrice',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.SetTenantAddOnPriceRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.FromString,
                 _registered_method=True)
         self.ListCreditPackages = channel.unary_unary(
                 '/nexus.billing.v1.BillingService/ListCreditPackages',
@@ -286,6 +312,71 @@ class BillingServiceServicer:
         (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
         (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
         same tenant and filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAddOns(self, request, context):
+        """Lists the add-ons on sale: the ecosystem's applications the catalog prices as
+        monthly add-ons, in catalog order. Not in the API outline's table; added with the
+        application catalog.
+
+        Anyone may call it, without credentials. Returns INVALID_ARGUMENT
+        (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenantAddOns(self, request, context):
+        """Lists every add-on of the catalog as it stands for the tenant: enabled or not, and
+        the price the tenant pays, in catalog order.
+
+        Callable by any member of the tenant, or an API key holding `billing:read`. Returns
+        NOT_FOUND (RESOURCE_NOT_FOUND) if the tenant does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableAddOn(self, request, context):
+        """Enables an add-on for the tenant and returns it: it joins the tenant's paid
+        subscription (as a Stripe subscription item, without proration) and is billed from
+        the next invoice on. Enabling an enabled add-on changes nothing.
+
+        Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+        tenant or add-on does not exist; FAILED_PRECONDITION (PAYMENT_METHOD_REQUIRED) if
+        the tenant is on the free plan (subscribe first), and (SUBSCRIPTION_NOT_ACTIVE)
+        unless the subscription is TRIALING or ACTIVE; UNAVAILABLE
+        (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableAddOn(self, request, context):
+        """Disables an add-on for the tenant and returns it: it leaves the subscription and is
+        not billed from the next invoice on; the current month is not refunded. Disabling a
+        disabled add-on changes nothing.
+
+        Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+        tenant or add-on does not exist; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if
+        Stripe cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTenantAddOnPrice(self, request, context):
+        """Sets the monthly price one tenant pays for an add-on (the seeds' per-tenant
+        application pricing), or with `price` unset returns it to the catalog's, and returns
+        the tenant's add-on. The new price applies from the next invoice on.
+
+        Callable by platform administrators only. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if
+        the tenant or add-on does not exist; INVALID_ARGUMENT with field violations if
+        `price` is negative, not in the installation's currency, not whole cents, or above
+        1,000,000; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -509,6 +600,31 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListInvoices,
                     request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.FromString,
                     response_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.SerializeToString,
+            ),
+            'ListAddOns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAddOns,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListAddOnsRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListAddOnsResponse.SerializeToString,
+            ),
+            'ListTenantAddOns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenantAddOns,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListTenantAddOnsRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListTenantAddOnsResponse.SerializeToString,
+            ),
+            'EnableAddOn': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableAddOn,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.EnableAddOnRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.SerializeToString,
+            ),
+            'DisableAddOn': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableAddOn,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.DisableAddOnRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.SerializeToString,
+            ),
+            'SetTenantAddOnPrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantAddOnPrice,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.SetTenantAddOnPriceRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.SerializeToString,
             ),
             'ListCreditPackages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListCreditPackages,
@@ -797,6 +913,141 @@ class BillingService:
             '/nexus.billing.v1.BillingService/ListInvoices',
             nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesRequest.SerializeToString,
             nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListInvoicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAddOns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/ListAddOns',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListAddOnsRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListAddOnsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenantAddOns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/ListTenantAddOns',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListTenantAddOnsRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.ListTenantAddOnsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableAddOn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/EnableAddOn',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.EnableAddOnRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableAddOn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/DisableAddOn',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.DisableAddOnRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantAddOnPrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/SetTenantAddOnPrice',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.SetTenantAddOnPriceRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_add__on__pb2.TenantAddOn.FromString,
             options,
             channel_credentials,
             insecure,

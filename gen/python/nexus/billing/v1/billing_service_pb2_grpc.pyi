@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.api import httpbody_pb2 as _httpbody_pb2
 from grpc import aio as _aio
+from nexus.billing.v1 import add_on_pb2 as _add_on_pb2
 from nexus.billing.v1 import billing_service_pb2 as _billing_service_pb2
 from nexus.billing.v1 import credit_pb2 as _credit_pb2
 from nexus.billing.v1 import revenue_pb2 as _revenue_pb2
@@ -142,6 +143,51 @@ class BillingServiceStub:
     (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
     (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
     same tenant and filter.
+    """
+    ListAddOns: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListAddOnsRequest, _billing_service_pb2.ListAddOnsResponse]
+    """Lists the add-ons on sale: the ecosystem's applications the catalog prices as
+    monthly add-ons, in catalog order. Not in the API outline's table; added with the
+    application catalog.
+
+    Anyone may call it, without credentials. Returns INVALID_ARGUMENT
+    (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned.
+    """
+    ListTenantAddOns: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListTenantAddOnsRequest, _billing_service_pb2.ListTenantAddOnsResponse]
+    """Lists every add-on of the catalog as it stands for the tenant: enabled or not, and
+    the price the tenant pays, in catalog order.
+
+    Callable by any member of the tenant, or an API key holding `billing:read`. Returns
+    NOT_FOUND (RESOURCE_NOT_FOUND) if the tenant does not exist.
+    """
+    EnableAddOn: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.EnableAddOnRequest, _add_on_pb2.TenantAddOn]
+    """Enables an add-on for the tenant and returns it: it joins the tenant's paid
+    subscription (as a Stripe subscription item, without proration) and is billed from
+    the next invoice on. Enabling an enabled add-on changes nothing.
+
+    Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+    tenant or add-on does not exist; FAILED_PRECONDITION (PAYMENT_METHOD_REQUIRED) if
+    the tenant is on the free plan (subscribe first), and (SUBSCRIPTION_NOT_ACTIVE)
+    unless the subscription is TRIALING or ACTIVE; UNAVAILABLE
+    (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
+    """
+    DisableAddOn: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.DisableAddOnRequest, _add_on_pb2.TenantAddOn]
+    """Disables an add-on for the tenant and returns it: it leaves the subscription and is
+    not billed from the next invoice on; the current month is not refunded. Disabling a
+    disabled add-on changes nothing.
+
+    Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+    tenant or add-on does not exist; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if
+    Stripe cannot be reached.
+    """
+    SetTenantAddOnPrice: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.SetTenantAddOnPriceRequest, _add_on_pb2.TenantAddOn]
+    """Sets the monthly price one tenant pays for an add-on (the seeds' per-tenant
+    application pricing), or with `price` unset returns it to the catalog's, and returns
+    the tenant's add-on. The new price applies from the next invoice on.
+
+    Callable by platform administrators only. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if
+    the tenant or add-on does not exist; INVALID_ARGUMENT with field violations if
+    `price` is negative, not in the installation's currency, not whole cents, or above
+    1,000,000; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
     """
     ListCreditPackages: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditPackagesRequest, _billing_service_pb2.ListCreditPackagesResponse]
     """Lists the credit packages on sale (`starter` 10,000, `pro` 50,000 and
@@ -386,6 +432,51 @@ class BillingServiceAsyncStub(BillingServiceStub):
     (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
     (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
     same tenant and filter.
+    """
+    ListAddOns: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListAddOnsRequest, _billing_service_pb2.ListAddOnsResponse]  # type: ignore[assignment]
+    """Lists the add-ons on sale: the ecosystem's applications the catalog prices as
+    monthly add-ons, in catalog order. Not in the API outline's table; added with the
+    application catalog.
+
+    Anyone may call it, without credentials. Returns INVALID_ARGUMENT
+    (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned.
+    """
+    ListTenantAddOns: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListTenantAddOnsRequest, _billing_service_pb2.ListTenantAddOnsResponse]  # type: ignore[assignment]
+    """Lists every add-on of the catalog as it stands for the tenant: enabled or not, and
+    the price the tenant pays, in catalog order.
+
+    Callable by any member of the tenant, or an API key holding `billing:read`. Returns
+    NOT_FOUND (RESOURCE_NOT_FOUND) if the tenant does not exist.
+    """
+    EnableAddOn: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.EnableAddOnRequest, _add_on_pb2.TenantAddOn]  # type: ignore[assignment]
+    """Enables an add-on for the tenant and returns it: it joins the tenant's paid
+    subscription (as a Stripe subscription item, without proration) and is billed from
+    the next invoice on. Enabling an enabled add-on changes nothing.
+
+    Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+    tenant or add-on does not exist; FAILED_PRECONDITION (PAYMENT_METHOD_REQUIRED) if
+    the tenant is on the free plan (subscribe first), and (SUBSCRIPTION_NOT_ACTIVE)
+    unless the subscription is TRIALING or ACTIVE; UNAVAILABLE
+    (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
+    """
+    DisableAddOn: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.DisableAddOnRequest, _add_on_pb2.TenantAddOn]  # type: ignore[assignment]
+    """Disables an add-on for the tenant and returns it: it leaves the subscription and is
+    not billed from the next invoice on; the current month is not refunded. Disabling a
+    disabled add-on changes nothing.
+
+    Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+    tenant or add-on does not exist; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if
+    Stripe cannot be reached.
+    """
+    SetTenantAddOnPrice: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.SetTenantAddOnPriceRequest, _add_on_pb2.TenantAddOn]  # type: ignore[assignment]
+    """Sets the monthly price one tenant pays for an add-on (the seeds' per-tenant
+    application pricing), or with `price` unset returns it to the catalog's, and returns
+    the tenant's add-on. The new price applies from the next invoice on.
+
+    Callable by platform administrators only. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if
+    the tenant or add-on does not exist; INVALID_ARGUMENT with field violations if
+    `price` is negative, not in the installation's currency, not whole cents, or above
+    1,000,000; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
     """
     ListCreditPackages: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ListCreditPackagesRequest, _billing_service_pb2.ListCreditPackagesResponse]  # type: ignore[assignment]
     """Lists the credit packages on sale (`starter` 10,000, `pro` 50,000 and
@@ -675,6 +766,81 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         (RESOURCE_NOT_FOUND) if the tenant does not exist; INVALID_ARGUMENT
         (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned for the
         same tenant and filter.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAddOns(
+        self,
+        request: _billing_service_pb2.ListAddOnsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListAddOnsResponse, _abc.Awaitable[_billing_service_pb2.ListAddOnsResponse]]:
+        """Lists the add-ons on sale: the ecosystem's applications the catalog prices as
+        monthly add-ons, in catalog order. Not in the API outline's table; added with the
+        application catalog.
+
+        Anyone may call it, without credentials. Returns INVALID_ARGUMENT
+        (PAGE_TOKEN_INVALID) if `page_token` is not one this RPC returned.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenantAddOns(
+        self,
+        request: _billing_service_pb2.ListTenantAddOnsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.ListTenantAddOnsResponse, _abc.Awaitable[_billing_service_pb2.ListTenantAddOnsResponse]]:
+        """Lists every add-on of the catalog as it stands for the tenant: enabled or not, and
+        the price the tenant pays, in catalog order.
+
+        Callable by any member of the tenant, or an API key holding `billing:read`. Returns
+        NOT_FOUND (RESOURCE_NOT_FOUND) if the tenant does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def EnableAddOn(
+        self,
+        request: _billing_service_pb2.EnableAddOnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_add_on_pb2.TenantAddOn, _abc.Awaitable[_add_on_pb2.TenantAddOn]]:
+        """Enables an add-on for the tenant and returns it: it joins the tenant's paid
+        subscription (as a Stripe subscription item, without proration) and is billed from
+        the next invoice on. Enabling an enabled add-on changes nothing.
+
+        Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+        tenant or add-on does not exist; FAILED_PRECONDITION (PAYMENT_METHOD_REQUIRED) if
+        the tenant is on the free plan (subscribe first), and (SUBSCRIPTION_NOT_ACTIVE)
+        unless the subscription is TRIALING or ACTIVE; UNAVAILABLE
+        (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
+        """
+
+    @_abc_1.abstractmethod
+    def DisableAddOn(
+        self,
+        request: _billing_service_pb2.DisableAddOnRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_add_on_pb2.TenantAddOn, _abc.Awaitable[_add_on_pb2.TenantAddOn]]:
+        """Disables an add-on for the tenant and returns it: it leaves the subscription and is
+        not billed from the next invoice on; the current month is not refunded. Disabling a
+        disabled add-on changes nothing.
+
+        Callable by tenant admins and owners. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the
+        tenant or add-on does not exist; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if
+        Stripe cannot be reached.
+        """
+
+    @_abc_1.abstractmethod
+    def SetTenantAddOnPrice(
+        self,
+        request: _billing_service_pb2.SetTenantAddOnPriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_add_on_pb2.TenantAddOn, _abc.Awaitable[_add_on_pb2.TenantAddOn]]:
+        """Sets the monthly price one tenant pays for an add-on (the seeds' per-tenant
+        application pricing), or with `price` unset returns it to the catalog's, and returns
+        the tenant's add-on. The new price applies from the next invoice on.
+
+        Callable by platform administrators only. Returns NOT_FOUND (RESOURCE_NOT_FOUND) if
+        the tenant or add-on does not exist; INVALID_ARGUMENT with field violations if
+        `price` is negative, not in the installation's currency, not whole cents, or above
+        1,000,000; UNAVAILABLE (PAYMENT_PROVIDER_UNAVAILABLE) if Stripe cannot be reached.
         """
 
     @_abc_1.abstractmethod

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1enexus/billing/v1/revenue.proto\x12\x10nexus.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xcb\x03\n\x0eRevenueMetrics\x12\x36\n\x0c\x63ompute_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12%\n\x03mrr\x18\x02 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12%\n\x03\x61rr\x18\x03 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12\"\n\x14paying_subscriptions\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x32\n\x05plans\x18\x05 \x03(\x0b\x32\x1d.nexus.billing.v1.PlanRevenueB\x04\xe2\x41\x01\x03\x12;\n\x11period_start_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0fperiod_end_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x0foverage_revenue\x18\x08 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12\x30\n\x0e\x63redit_revenue\x18\t \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\"r\n\x0bPlanRevenue\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x13\n\x0bsubscribers\x18\x02 \x01(\x03\x12\x1c\n\x14past_due_subscribers\x18\x03 \x01(\x03\x12\x1f\n\x03mrr\x18\x04 \x01(\x0b\x32\x12.google.type.Moneyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1enexus/billing/v1/revenue.proto\x12\x10nexus.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xf9\x03\n\x0eRevenueMetrics\x12\x36\n\x0c\x63ompute_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12%\n\x03mrr\x18\x02 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12%\n\x03\x61rr\x18\x03 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12\"\n\x14paying_subscriptions\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x32\n\x05plans\x18\x05 \x03(\x0b\x32\x1d.nexus.billing.v1.PlanRevenueB\x04\xe2\x41\x01\x03\x12;\n\x11period_start_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0fperiod_end_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x31\n\x0foverage_revenue\x18\x08 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12\x30\n\x0e\x63redit_revenue\x18\t \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\x12,\n\nadd_on_mrr\x18\n \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\"r\n\x0bPlanRevenue\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x13\n\x0bsubscribers\x18\x02 \x01(\x03\x12\x1c\n\x14past_due_subscribers\x18\x03 \x01(\x03\x12\x1f\n\x03mrr\x18\x04 \x01(\x0b\x32\x12.google.type.Moneyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,8 +52,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVENUEMETRICS'].fields_by_name['overage_revenue']._serialized_options = b'\342A\001\003'
   _globals['_REVENUEMETRICS'].fields_by_name['credit_revenue']._loaded_options = None
   _globals['_REVENUEMETRICS'].fields_by_name['credit_revenue']._serialized_options = b'\342A\001\003'
+  _globals['_REVENUEMETRICS'].fields_by_name['add_on_mrr']._loaded_options = None
+  _globals['_REVENUEMETRICS'].fields_by_name['add_on_mrr']._serialized_options = b'\342A\001\003'
   _globals['_REVENUEMETRICS']._serialized_start=144
-  _globals['_REVENUEMETRICS']._serialized_end=603
-  _globals['_PLANREVENUE']._serialized_start=605
-  _globals['_PLANREVENUE']._serialized_end=719
+  _globals['_REVENUEMETRICS']._serialized_end=649
+  _globals['_PLANREVENUE']._serialized_start=651
+  _globals['_PLANREVENUE']._serialized_end=765
 # @@protoc_insertion_point(module_scope)

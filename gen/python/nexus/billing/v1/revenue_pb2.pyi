@@ -39,6 +39,7 @@ class RevenueMetrics(_message.Message):
     PERIOD_END_TIME_FIELD_NUMBER: _builtins.int
     OVERAGE_REVENUE_FIELD_NUMBER: _builtins.int
     CREDIT_REVENUE_FIELD_NUMBER: _builtins.int
+    ADD_ON_MRR_FIELD_NUMBER: _builtins.int
     paying_subscriptions: _builtins.int
     """The number of subscriptions that count towards `mrr` (ACTIVE or PAST_DUE on
     a plan with a non-zero price).
@@ -53,7 +54,8 @@ class RevenueMetrics(_message.Message):
     def mrr(self) -> _money_pb2.Money:
         """Monthly recurring revenue: the sum, over subscriptions that are ACTIVE or
         PAST_DUE, of the plan price plus extra seats, normalised to one month (a
-        yearly price counts one twelfth). Trials, overage and credits are excluded.
+        yearly price counts one twelfth), plus their enabled add-ons (`add_on_mrr`).
+        Trials, overage and credits are excluded.
         """
 
     @_builtins.property
@@ -88,6 +90,12 @@ class RevenueMetrics(_message.Message):
     def credit_revenue(self) -> _money_pb2.Money:
         """The sum paid for credit packages whose purchases completed in the window."""
 
+    @_builtins.property
+    def add_on_mrr(self) -> _money_pb2.Money:
+        """The add-ons' share of `mrr`: their monthly prices (each tenant's own where a
+        platform administrator set one) over the subscriptions `mrr` counts.
+        """
+
     def __init__(
         self,
         *,
@@ -100,10 +108,11 @@ class RevenueMetrics(_message.Message):
         period_end_time: _timestamp_pb2.Timestamp | None = ...,
         overage_revenue: _money_pb2.Money | None = ...,
         credit_revenue: _money_pb2.Money | None = ...,
+        add_on_mrr: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["arr", b"arr", "compute_time", b"compute_time", "credit_revenue", b"credit_revenue", "mrr", b"mrr", "overage_revenue", b"overage_revenue", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add_on_mrr", b"add_on_mrr", "arr", b"arr", "compute_time", b"compute_time", "credit_revenue", b"credit_revenue", "mrr", b"mrr", "overage_revenue", b"overage_revenue", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arr", b"arr", "compute_time", b"compute_time", "credit_revenue", b"credit_revenue", "mrr", b"mrr", "overage_revenue", b"overage_revenue", "paying_subscriptions", b"paying_subscriptions", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "plans", b"plans"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add_on_mrr", b"add_on_mrr", "arr", b"arr", "compute_time", b"compute_time", "credit_revenue", b"credit_revenue", "mrr", b"mrr", "overage_revenue", b"overage_revenue", "paying_subscriptions", b"paying_subscriptions", "period_end_time", b"period_end_time", "period_start_time", b"period_start_time", "plans", b"plans"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
