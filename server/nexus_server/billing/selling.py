@@ -174,9 +174,13 @@ async def remember(
 
 
 def paid_state(plan: Plan, seats: int, now: datetime, *, trial: bool) -> subscriptions.State:
+    """A new paid subscription starting today. With a trial, as Stripe does it: the trial is
+    a first period of its own, and the paid periods are counted from the day it ends."""
     anchor = rules.midnight(now)
     start, end = rules.period_at(anchor, plan.interval, now)
     trial_end = anchor + timedelta(days=plan.trial_days) if trial and plan.trial_days else None
+    if trial_end is not None:
+        start, end, anchor = anchor, trial_end, trial_end
     return subscriptions.State(
         plan.id,
         rules.TRIALING if trial_end else rules.ACTIVE,

@@ -102,7 +102,7 @@ async def _run_cycle(settings: Settings, args: argparse.Namespace, out: TextIO) 
         deps = build_capabilities(ctx).billing
         async with ctx.db.unit_of_work(readonly=True) as uow:
             total = len(await store.current_subscriptions(uow.session, args.tenant, limit=1_000_000))
-        console = Console(file=out)
+        console = Console(file=out, width=None if out.isatty() else 120)  # logs and pipes: no wrapping
         columns = (TextColumn("billing cycle"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("tenants", total=total)

@@ -22,6 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from nexus_server.app.wiring import UsageTerms
+from nexus_server.auth.revocations import Revocations
+from nexus_server.billing import catalog as catalogs
+from nexus_server.billing.terms import CatalogTerms
 from nexus_server.common.errors import NexusError
 from nexus_server.config import Settings
 from nexus_server.db.engine import create_async
@@ -29,7 +33,7 @@ from nexus_server.db.uow import Database
 from nexus_server.tenants import ports as tenant_ports
 from nexus_server.tenants import store as tenants
 from nexus_server.usage import ingest, reports, rules
-from nexus_server.usage.terms import BuiltInTerms
+from nexus_server.usage.terms import TermsSource
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -47,6 +51,12 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     load.set_defaults(fn=cmd_usage_import)
 
 
+def _terms(settings: Settings, db: Database) -> TermsSource:
+    """The server's own terms: billing's catalog and the tenants' subscriptions."""
+    catalog = catalogs.load(settings.plans_file)
+    return UsageTerms(CatalogTerms(catalog, Revocations(db), tenant_ports.plan_of))
+
+
 async def _tenant_id(db: Database, given: str) -> str | None:
     async with db.unit_of_work(readonly=True) as uow:
         row = await tenants.get_tenant(uow.session, given) or await tenants.tenant_by_slug(uow.session, given)
@@ -61,7 +71,7 @@ async def _current(settings: Settings, args: argparse.Namespace, out: TextIO) ->
             print(f"nexus: no tenant {args.tenant!r}", file=sys.stderr)
             return 1
         async with db.unit_of_work(readonly=True) as uow:
-            report = await reports.current_usage(uow, BuiltInTerms(tenant_ports.plan_of), tenant_id, [])
+            report = await reports.current_usage(uow, _terms(settings, db), tenant_id, [])
     finally:
         await db.dispose()
     terms = report.terms
@@ -145,7 +155,7 @@ async def _import(settings: Settings, args: argparse.Namespace, err: TextIO) -> 
         if tenant_id is None:
             print(f"nexus: no tenant {args.tenant!r}", file=err)
             return 1
-        terms = BuiltInTerms(tenant_ports.plan_of)
+        terms = _terms(settings, db)
         columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=Console(file=err), transient=False) as progress:
             task = progress.add_task("import", total=total_lines)
