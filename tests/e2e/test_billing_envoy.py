@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import NEXUS, ROOT, Stack, running_stack
+from nexus_server.config import ROOT
+from tests.e2e.conftest import NEXUS, Stack, running_stack
 from tests.stripe_double import StripeDouble
 
 SECRET = "whsec_e2e_signing_secret"
