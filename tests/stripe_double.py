@@ -194,6 +194,7 @@ class StripeDouble:
         self._thread: threading.Thread | None = None
         self.events: list[Json] = []
         self.decline_next_payment = False  # the next charge fails (card_declined)
+        self.outage = False  # every request answers 503 api_error, as Stripe does when down
 
     # -- life ----------------------------------------------------------------------------------
 
@@ -365,6 +366,9 @@ class StripeDouble:
                 return 404, json.dumps(_Refusal(404, "invalid_request_error", message).body).encode(), headers
             template, route, object_id = found
             self._calls[f"{method} {template}"] += 1
+            if self.outage:
+                refusal = _Refusal(503, "api_error", "Stripe is having trouble (the double's outage switch).")
+                return 503, json.dumps(refusal.body).encode(), headers
             request = f"{method} {url.path} {body}"
             try:
                 if not re.fullmatch(r"Bearer sk_test_\w+", authorization):

@@ -342,3 +342,27 @@ async def test_an_add_on_priced_for_the_tenant_is_billed_by_stripe_at_that_price
     amounts = sorted(line.amount.units for line in newest.lines)
     assert amounts == [7, 29]
     assert newest.status == invoice_pb2.INVOICE_STATUS_PAID
+
+
+async def test_an_event_that_cannot_be_applied_now_is_unavailable_and_applies_on_the_retry(
+    stripe: Stripe,
+) -> None:
+    owner, tenant_id, events = await _subscribe(stripe)
+    created = next(e for e in events if e["type"] == "customer.subscription.created")
+    stripe.double.outage = True
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await deliver(stripe, created)
+    finally:
+        stripe.double.outage = False
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason(caught.value) == "PAYMENT_PROVIDER_UNAVAILABLE"
+    assert (await _subscription(stripe, owner, tenant_id)).plan_id == "free"
+    assert (await deliver(stripe, created)).outcome == pb.STRIPE_EVENT_OUTCOME_APPLIED
+
+
+async def test_an_event_naming_an_object_stripe_does_not_know_is_ignored(stripe: Stripe) -> None:
+    _, _, events = await _subscribe(stripe)
+    forged = {**events[0], "id": f"evt_{time.time_ns()}"}
+    forged["data"] = {"object": {**events[0]["data"]["object"], "id": "sub_nobody"}}
+    assert (await deliver(stripe, forged)).outcome == pb.STRIPE_EVENT_OUTCOME_IGNORED

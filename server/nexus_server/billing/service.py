@@ -3,7 +3,10 @@ are the credits issue's and answer UNIMPLEMENTED until then."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
+from typing import Any
 
 from google.api import httpbody_pb2
 
@@ -21,6 +24,7 @@ from nexus_server.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NexusError,
     Unauthenticated,
     Unavailable,
 )
@@ -31,6 +35,10 @@ from nexus_server.common.validation import Violations
 from nexus_server.interceptors.call import ServicerContext, current_call
 
 MAX_TENANT_IDS = 1000
+# Under Envoy's 30 s route timeout: a slow apply answers UNAVAILABLE (and rolls back) so
+# that Stripe retries it, rather than Envoy cutting the call off mid-transaction.
+WEBHOOK_APPLY_SECONDS = 20.0
+log = logging.getLogger("nexus.billing")
 
 
 class BillingServicer(BillingServiceServicer):
@@ -157,18 +165,30 @@ class BillingServicer(BillingServiceServicer):
         except NotAnEvent as error:
             raise InvalidArgument(FieldViolation("data", str(error))) from error
         try:
-            async with self.db.unit_of_work() as uow:
-                outcome = await webhooks.apply_event(uow, self.deps, event)
+            outcome = await asyncio.wait_for(self._apply(event), WEBHOOK_APPLY_SECONDS)
         except ProviderError as error:
             raise Unavailable(
                 f"could not re-read the event's object from Stripe ({error}); Stripe will retry",
                 reason="PAYMENT_PROVIDER_UNAVAILABLE",
             ) from error
+        except TimeoutError as error:
+            raise Unavailable("applying the event took too long; Stripe will retry") from error
+        except NexusError:
+            raise
+        except Exception as error:
+            # Nothing was applied (the claim rolled back with the rest); a retry may succeed,
+            # and Stripe retries anything but a 2xx. Logged with its stack: it may be a bug.
+            log.exception("Stripe event %s could not be applied", event.get("id"))
+            raise Unavailable("the event could not be applied now; Stripe will retry") from error
         return pb.HandleStripeWebhookResponse(
             stripe_event_id=outcome.event_id,
             stripe_event_type=outcome.event_type,
             outcome=_OUTCOME[outcome.outcome],
         )
+
+    async def _apply(self, event: dict[str, Any]) -> webhooks.Outcome:
+        async with self.db.unit_of_work() as uow:
+            return await webhooks.apply_event(uow, self.deps, event)
 
     async def RunBillingCycle(
         self, request: pb.RunBillingCycleRequest, context: ServicerContext

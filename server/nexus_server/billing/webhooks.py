@@ -15,7 +15,7 @@ from typing import Any
 
 from nexus_server.billing import dunning, invoices, rules, selling, store, subscriptions
 from nexus_server.billing.ports import Deps
-from nexus_server.billing.provider import PaymentProvider, ProviderSubscription
+from nexus_server.billing.provider import PaymentProvider, ProviderRejected, ProviderSubscription
 from nexus_server.common.errors import NotFound
 from nexus_server.db.uow import UnitOfWork
 
@@ -48,6 +48,10 @@ async def apply_event(uow: UnitOfWork, deps: Deps, event: dict[str, Any]) -> Out
         outcome = await _apply(uow, deps, deps.provider, event_type, obj)
     except NotFound:
         outcome = IGNORED  # a tenant deleted since
+    except ProviderRejected as error:
+        if error.code != "resource_missing":
+            raise
+        outcome = IGNORED  # Stripe knows no such object (another account's, or deleted): nothing to mirror
     await store.set_event_outcome(uow.session, event_id, outcome)
     return Outcome(event_id, event_type, outcome)
 
