@@ -366,3 +366,37 @@ async def test_an_event_naming_an_object_stripe_does_not_know_is_ignored(stripe:
     forged = {**events[0], "id": f"evt_{time.time_ns()}"}
     forged["data"] = {"object": {**events[0]["data"]["object"], "id": "sub_nobody"}}
     assert (await deliver(stripe, forged)).outcome == pb.STRIPE_EVENT_OUTCOME_IGNORED
+
+
+async def test_change_plan_cancel_and_resume_go_through_stripe(stripe: Stripe) -> None:
+    owner, tenant_id, events = await _subscribe(stripe)
+    await deliver_all(stripe, events)
+    md = owner.metadata(tenant_id)
+    changed = await stripe.stub.ChangePlan(
+        pb.ChangePlanRequest(tenant_id=tenant_id, plan_id="business", seats=6, idempotency_key="biz"),
+        metadata=md,
+    )
+    assert (changed.plan_id, changed.seats) == ("business", 6)
+    provider = stripe.server.capabilities.billing.provider
+    assert provider is not None
+    held = await provider.get_subscription(changed.stripe_subscription_id)
+    assert held.items == {"nexus_plan_business": 1, "nexus_seat_business": 1}  # 6 seats, 5 included
+
+    later = await stripe.stub.CancelSubscription(
+        pb.CancelSubscriptionRequest(tenant_id=tenant_id), metadata=md
+    )
+    assert later.cancel_at_period_end
+    assert (await provider.get_subscription(later.stripe_subscription_id)).cancel_at_period_end
+    resumed = await stripe.stub.ResumeSubscription(
+        pb.ResumeSubscriptionRequest(tenant_id=tenant_id), metadata=md
+    )
+    assert not resumed.cancel_at_period_end
+
+    ended = await stripe.stub.CancelSubscription(
+        pb.CancelSubscriptionRequest(tenant_id=tenant_id, immediately=True), metadata=md
+    )
+    assert ended.status == S.SUBSCRIPTION_STATUS_CANCELED
+    deleted = [e for e in stripe.double.events if e["type"] == "customer.subscription.deleted"]
+    assert deleted and (await deliver(stripe, deleted[-1])).outcome == pb.STRIPE_EVENT_OUTCOME_STALE
+    now = await _subscription(stripe, owner, tenant_id)
+    assert (now.plan_id, now.status, now.stripe_subscription_id) == ("free", S.SUBSCRIPTION_STATUS_ACTIVE, "")

@@ -486,7 +486,7 @@ def state_from_provider(
         interval=plan.interval if plan is not None else "month",
         cancel_at_period_end=sub.cancel_at_period_end,
         cancel_time=sub.canceled_at if sub.cancel_at_period_end or status == rules.CANCELED else None,
-        end_time=sub.ended_at,
+        end_time=sub.ended_at or (row.end_time if row is not None else None),
         trial_end_time=sub.trial_end,
         scheduled_plan_id=row.scheduled_plan_id if row is not None else None,
         scheduled_seats=row.scheduled_seats if row is not None else None,

@@ -160,8 +160,8 @@ async def apply(
     """Move a stored subscription to `state`; (the row now, whether anything changed).
     Entering PAST_DUE starts dunning; leaving it for ACTIVE (paid) ends it and lifts a
     billing suspension; CANCELED ends it and puts the tenant back on the free plan."""
-    if state_of(row) == state:
-        return row, False
+    if state_of(row) == state or row.status == rules.CANCELED:
+        return row, False  # nothing new, or ended: CANCELED is final
     now = uow.clock.now()
     values: dict[str, Any] = {name: getattr(state, name) for name in _COMPARED}
     values["update_time"] = now

@@ -62,7 +62,7 @@ async def _apply(
     if kind in SUBSCRIPTION_EVENTS:
         sub = await provider.get_subscription(_id(obj))
         changed = await mirror_subscription(uow, deps, sub)
-        return _verdict(changed, obj.get("status") == sub.status)
+        return _verdict(changed)
     if kind in INVOICE_EVENTS:
         return await _invoice(uow, deps, provider, _id(obj))
     if kind in CHECKOUT_EVENTS:
@@ -73,7 +73,7 @@ async def _apply(
         if "tenant_id" not in sub.metadata and checkout.metadata.get("tenant_id"):
             sub = replace(sub, metadata={**sub.metadata, **checkout.metadata})
         changed = await mirror_subscription(uow, deps, sub)
-        return _verdict(changed, True)
+        return _verdict(changed)
     return IGNORED
 
 
@@ -84,10 +84,12 @@ def _id(obj: dict[str, Any]) -> str:
     return value
 
 
-def _verdict(changed: bool | None, current: bool) -> str:
+def _verdict(changed: bool | None) -> str:
+    """APPLIED when the event moved Nexus's state; STALE when Nexus already held what Stripe
+    holds now (a redelivery under a new id, or an older event after a newer one)."""
     if changed is None:
         return IGNORED
-    return APPLIED if changed else STALE if not current else APPLIED
+    return APPLIED if changed else STALE
 
 
 async def _tenant_of(uow: UnitOfWork, metadata: dict[str, str] | Any, customer_id: str) -> str:
