@@ -272,6 +272,7 @@ async def test_the_cycle_bills_overage_once_to_the_cent_and_renews_onto_a_local_
     start, end = await _ended_pro_period(srv, tenant_id, 1_000_000 + 1_235)
     request = pb.RunBillingCycleRequest(tenant_ids=[tenant_id])
 
+    revenue_before = await stub.GetRevenueMetrics(pb.GetRevenueMetricsRequest(), metadata=admin.metadata())
     dry = await stub.RunBillingCycle(
         pb.RunBillingCycleRequest(tenant_ids=[tenant_id], dry_run=True), metadata=admin.metadata()
     )
@@ -315,6 +316,10 @@ async def test_the_cycle_bills_overage_once_to_the_cent_and_renews_onto_a_local_
         pb.GetSubscriptionRequest(tenant_id=tenant_id), metadata=owner.metadata(tenant_id)
     )
     assert sub.current_period_start_time.ToDatetime(UTC) == end
+    revenue_after = await stub.GetRevenueMetrics(pb.GetRevenueMetricsRequest(), metadata=admin.metadata())
+    billed = revenue_after.overage_revenue.units * 100 + revenue_after.overage_revenue.nanos // 10_000_000
+    before = revenue_before.overage_revenue.units * 100 + revenue_before.overage_revenue.nanos // 10_000_000
+    assert billed - before == 124  # the renewal invoice, finalised now, carries the overage
 
 
 async def test_run_billing_cycle_refuses_a_future_as_of_and_bad_tenant_ids(
