@@ -181,6 +181,13 @@ async def test_events_in_reverse_order_end_in_the_same_state_as_in_order(stripe:
     a, b = await _subscription(stripe, owner_a, tenant_a), await _subscription(stripe, owner_b, tenant_b)
     assert _shape(a)[:4] == _shape(b)[:4] == ("pro", S.SUBSCRIPTION_STATUS_TRIALING, 1, False)
     assert _shape(a)[6] and _shape(b)[6]
+    bills = []
+    for owner, tenant_id, sub in ((owner_a, tenant_a, a), (owner_b, tenant_b, b)):
+        listed = await stripe.stub.ListInvoices(
+            pb.ListInvoicesRequest(tenant_id=tenant_id), metadata=owner.metadata(tenant_id)
+        )
+        bills.append([(i.status, i.subscription_id == sub.id) for i in listed.invoices])
+    assert bills[0] == bills[1] == [(invoice_pb2.INVOICE_STATUS_PAID, True)]
 
 
 async def test_a_bad_or_stale_signature_is_unauthenticated_and_changes_nothing(stripe: Stripe) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -378,7 +379,7 @@ async def _change_now_locally(
             invoices.PRORATION,
             f"Unused time on {old_plan.display_name}",
             1,
-            0 * rules.MINOR,
+            Decimal(credit) / 100,
             now,
             row.period_end,
             plan_id=old_plan.id,
@@ -388,7 +389,7 @@ async def _change_now_locally(
             invoices.PRORATION,
             f"Remaining time on {plan.display_name}",
             1,
-            0 * rules.MINOR,
+            Decimal(charge) / 100,
             now,
             row.period_end,
             plan_id=plan.id,

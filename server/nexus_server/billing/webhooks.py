@@ -123,18 +123,26 @@ async def mirror_subscription(uow: UnitOfWork, deps: Deps, sub: ProviderSubscrip
 
 
 async def _invoice(uow: UnitOfWork, deps: Deps, provider: PaymentProvider, invoice_id: str) -> str:
+    """Mirror the invoice and the subscription it bills (first, so that an invoice event
+    arriving before the subscription's names the subscription it belongs to)."""
     invoice = await provider.get_invoice(invoice_id)
     sub = await provider.get_subscription(invoice.subscription_id) if invoice.subscription_id else None
     tenant_id = await _tenant_of(uow, sub.metadata if sub else invoice.metadata, invoice.customer_id)
     if not tenant_id:
         return IGNORED
     await subscriptions.account(uow, deps, tenant_id, lock=True)
+    changed = bool(await mirror_subscription(uow, deps, sub)) if sub is not None else False
     ours = await store.subscription_by_provider_id(uow.session, sub.id) if sub else None
     row, before = await invoices.mirror(uow, deps, tenant_id, ours.id if ours else None, invoice)
-    changed = before is None or (before.status, before.attempt_count, before.amount_remaining_minor) != (
-        row.status,
-        row.attempt_count,
-        row.amount_remaining_minor,
+    changed = (
+        changed
+        or before is None
+        or (before.status, before.attempt_count, before.amount_remaining_minor)
+        != (
+            row.status,
+            row.attempt_count,
+            row.amount_remaining_minor,
+        )
     )
     if row.status == "paid" and (before is None or before.status != "paid"):
         await uow.append_event("invoice.paid", invoices.event_body(row), tenant_id=tenant_id, subject=row.id)
@@ -143,9 +151,7 @@ async def _invoice(uow: UnitOfWork, deps: Deps, provider: PaymentProvider, invoi
         await uow.append_event(
             "invoice.payment_failed", invoices.event_body(row), tenant_id=tenant_id, subject=row.id
         )
-    if sub is not None:
-        changed = bool(await mirror_subscription(uow, deps, sub)) or changed
-    ours = await store.subscription_by_provider_id(uow.session, sub.id) if sub else None
     if ours is not None and row.status == "paid":
+        # The subscription may have come back to ACTIVE before this invoice was mirrored.
         changed = await dunning.reactivate_if_paid(uow, deps, ours, uow.clock.now()) or changed
     return APPLIED if changed else STALE
