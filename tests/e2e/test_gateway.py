@@ -133,7 +133,7 @@ def test_plans_are_public_json_with_exact_money(stack: Stack) -> None:
     plans = json.loads(response.body)["plans"]
     pro = next(p for p in plans if p["id"] == "pro")
     calls = next(q for q in pro["quotas"] if q["metric"] == "api_calls")
-    assert calls["overageUnitPrice"] == {"currencyCode": "USD", "nanos": 1000000}
+    assert calls["overage_unit_price"] == {"currency_code": "USD", "nanos": 1000000}
 
 
 @pytest.mark.parametrize(

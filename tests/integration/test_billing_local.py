@@ -289,15 +289,13 @@ async def test_the_cycle_bills_overage_once_to_the_cent_and_renews_onto_a_local_
     refused = [r for r in (first, second) if isinstance(r, grpc.aio.AioRpcError)]
     assert all(reason(e) == "BILLING_CYCLE_IN_PROGRESS" for e in refused)
     charges = [c for r in (*runs, third) for c in r.overage_charges]
-    assert len(charges) == 1, [(c.period_start_time.ToDatetime(UTC), c.used_quantity) for c in charges] + [
-        (len(r.overage_charges), r.overage_charges_already_billed) for r in (*runs, third)
-    ]
-    (charge,) = charges
+    (charge,) = charges  # one charge, whichever run made it
     assert (charge.used_quantity, charge.overage_quantity) == (1_001_235, 1_235)
     # 1,235 calls × 0.001 USD = 1.235 USD, half up to 1.24 USD.
     assert (charge.amount.units, charge.amount.nanos) == (1, 240_000_000)
     assert charge.period_start_time.ToDatetime(UTC) == start and charge.period_end_time.ToDatetime(UTC) == end
-    assert third.overage_charges_already_billed + sum(r.overage_charges_already_billed for r in runs) >= 0
+    assert third.overage_charges_already_billed == 1  # found, not billed again
+    assert [r.overage_charges_already_billed for r in runs if r.overage_charges] == [0]
     assert sum(r.periods_renewed for r in (*runs, third)) >= 1
 
     invoices = (

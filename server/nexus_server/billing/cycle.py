@@ -129,12 +129,14 @@ async def run(
 
 async def _tenant(uow: UnitOfWork, deps: Deps, tenant_id: str, report: Report) -> None:
     await subscriptions.account(uow, deps, tenant_id, lock=True)
+    billed_here = len(report.charges)
     for _ in range(120):  # catching up at most ten years of months in one run
         await _bill_ended_periods(uow, deps, tenant_id, report)
         row = await subscriptions.current(uow, deps, tenant_id)
         if row.provider_subscription_id or row.period_end > report.as_of or row.status == rules.CANCELED:
             break
         await _renew(uow, deps, row, report)
+    await _count_billed_before(uow, tenant_id, report, billed_here)
     row = await subscriptions.current(uow, deps, tenant_id)
     dry = report.dry_run
     if await dunning.remind_if_due(uow, deps, row, report.as_of, dry_run=dry):
@@ -147,6 +149,17 @@ async def _tenant(uow: UnitOfWork, deps: Deps, tenant_id: str, report: Report) -
         )
     elif await dunning.reactivate_if_paid(uow, deps, row, report.as_of, dry_run=dry):
         report.actions.append(Action(tenant_id, row.id, REACTIVATED, "no invoice left unpaid"))
+
+
+async def _count_billed_before(uow: UnitOfWork, tenant_id: str, report: Report, charges_before: int) -> None:
+    """When this run billed the tenant nothing, count what an earlier run billed for its
+    latest ended period: a repeated run then shows it found those charges, not that none
+    were due."""
+    if any(c.tenant_id == tenant_id for c in report.charges[charges_before:]):
+        return
+    latest = await store.latest_ended_period(uow.session, tenant_id, report.as_of)
+    if latest is not None and latest.closed:
+        report.already_billed += await store.overage_count(uow.session, tenant_id, latest.period_start)
 
 
 async def _bill_ended_periods(uow: UnitOfWork, deps: Deps, tenant_id: str, report: Report) -> None:

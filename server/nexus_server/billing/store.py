@@ -233,6 +233,23 @@ async def ended_open_periods(session: AsyncSession, tenant_id: str, as_of: datet
     return [_row(PeriodRow, r) for r in (await session.execute(query)).all()]
 
 
+async def latest_ended_period(session: AsyncSession, tenant_id: str, as_of: datetime) -> PeriodRow | None:
+    query = (
+        select(billing_periods)
+        .where(billing_periods.c.tenant_id == tenant_id, billing_periods.c.period_end <= as_of)
+        .order_by(billing_periods.c.period_end.desc())
+        .limit(1)
+    )
+    r = (await session.execute(query)).first()
+    return _row(PeriodRow, r) if r is not None else None
+
+
+async def overage_count(session: AsyncSession, tenant_id: str, period_start: datetime) -> int:
+    t = billing_overage_charges.c
+    query = select(func.count()).where(t.tenant_id == tenant_id, t.period_start == period_start)
+    return int((await session.execute(query)).scalar_one())
+
+
 async def close_period(session: AsyncSession, subscription_id: str, period_start: datetime) -> None:
     await session.execute(
         update(billing_periods)
