@@ -17,11 +17,16 @@ Requests are form-encoded as Stripe's clients send them (`a[b][0][c]=v`, `expand
 answer without repeating its effect (the same key with other parameters is an idempotency_error).
 Only the endpoints Nexus uses exist; see `_routes`.
 
-Tests drive it the way a customer and Stripe would: `complete_checkout`, `fail_renewal`,
-`pay_invoice` and `renew` change state and return the events Stripe would send, each holding a
-snapshot of its object at that moment; API calls that change a subscription (update, cancel,
-proration invoices) record theirs too. All go to `events`; `sign` makes a real `Stripe-Signature`.
-Time is `clock` (unix seconds, settable, real time by default); `calls` counts requests by route.
+Checkout Sessions come in both modes Nexus uses: `subscription` (catalog prices by id) and
+`payment` (one-off amounts, each line an inline `price_data` with `product_data.name`; a payment
+session creates no customer and no subscription, as with Stripe's default `customer_creation`).
+
+Tests drive it the way a customer and Stripe would: `complete_checkout`, `succeed_async_payment`,
+`fail_async_payment`, `fail_renewal`, `pay_invoice` and `renew` change state and return the events
+Stripe would send, each holding a snapshot of its object at that moment; API calls that change a
+subscription (update, cancel, proration invoices) record theirs too. All go to `events`; `sign`
+makes a real `Stripe-Signature`. Time is `clock` (unix seconds, settable, real time by default);
+`calls` counts requests by route.
 """
 
 from __future__ import annotations
@@ -242,11 +247,18 @@ class StripeDouble:
 
     # -- what a customer and Stripe do ---------------------------------------------------------
 
-    def complete_checkout(self, session_id: str, *, pay: bool = True) -> list[Json]:
+    def complete_checkout(self, session_id: str, *, pay: bool = True, delayed: bool = False) -> list[Json]:
+        """The customer finishes the checkout page. A payment session: paid at once, or with
+        `delayed` (a bank debit, say) complete but `unpaid` until `succeed_async_payment`; with
+        `pay=False` the card is declined on the page, the session stays open and no event is sent."""
         with self._lock:
             session = self._get(self._sessions, "checkout.session", session_id)
             if session["status"] != "open":
                 raise ValueError(f"checkout session {session_id} is {session['status']}")
+            if session["mode"] == "payment":
+                return self._complete_payment(session, pay=pay, delayed=delayed)
+            if delayed:
+                raise ValueError("`delayed` is for payment sessions; a subscription's invoice pays or fails")
             order = self._session_orders[session_id]
             now = self.clock
             customer = session["customer"] or self._new_customer(session["customer_email"], {})["id"]
@@ -308,6 +320,14 @@ class StripeDouble:
             events.append(self._event("checkout.session.completed", session))
             return events
 
+    def succeed_async_payment(self, session_id: str) -> list[Json]:
+        """A delayed payment of a completed payment session arrives."""
+        return self._settle_async(session_id, "checkout.session.async_payment_succeeded", paid=True)
+
+    def fail_async_payment(self, session_id: str) -> list[Json]:
+        """A delayed payment of a completed payment session fails; the session stays `unpaid`."""
+        return self._settle_async(session_id, "checkout.session.async_payment_failed", paid=False)
+
     def fail_renewal(self, subscription_id: str) -> list[Json]:
         return self._renewal(subscription_id, paid=False)
 
@@ -343,6 +363,29 @@ class StripeDouble:
     @staticmethod
     def event_payload(event: Json) -> bytes:
         return json.dumps(event).encode()
+
+    def _complete_payment(self, session: Json, *, pay: bool, delayed: bool) -> list[Json]:
+        if not pay:
+            return []
+        session.update(
+            status="complete",
+            payment_status="unpaid" if delayed else "paid",
+            payment_intent=self._id("pi"),
+        )
+        return [self._event("checkout.session.completed", session)]
+
+    def _settle_async(self, session_id: str, kind: str, *, paid: bool) -> list[Json]:
+        with self._lock:
+            session = self._get(self._sessions, "checkout.session", session_id)
+            if (session["mode"], session["status"], session["payment_status"]) != (
+                "payment",
+                "complete",
+                "unpaid",
+            ):
+                raise ValueError(f"checkout session {session_id} awaits no delayed payment")
+            if paid:
+                session["payment_status"] = "paid"
+            return [self._event(kind, session)]
 
     # -- HTTP ----------------------------------------------------------------------------------
 
@@ -579,7 +622,13 @@ class StripeDouble:
         if customer:
             self._get(self._customers, "customer", customer)
         lines = _required(params, "line_items")
-        prices = [self._get(self._prices, "price", _required(line, "price")) for line in lines]
+        prices = [self._line_price(line) for line in lines]
+        if mode != "payment" and not all(line.get("price") for line in lines):  # Nexus sends none
+            message = "This double takes price_data in payment mode only."
+            raise _Refusal(400, "invalid_request_error", message, param="line_items")
+        if mode == "payment" and any(price["recurring"] for price in prices):
+            message = "You specified `payment` mode but passed a recurring price."
+            raise _Refusal(400, "invalid_request_error", message, param="line_items")
         subscription_data = params.get("subscription_data", {})
         amount = sum(
             p["unit_amount"] * _int(line.get("quantity", 1)) for p, line in zip(prices, lines, strict=True)
@@ -602,6 +651,7 @@ class StripeDouble:
             "livemode": False,
             "metadata": dict(params.get("metadata", {})),
             "mode": mode,
+            "payment_intent": None,
             "payment_status": "unpaid",
             "status": "open",
             "subscription": None,
@@ -610,8 +660,33 @@ class StripeDouble:
             "url": f"https://checkout.stripe.com/c/pay/{session_id}",
         }
         self._sessions[session_id] = session
-        self._session_orders[session_id] = {"line_items": lines, "subscription_data": subscription_data}
+        self._session_orders[session_id] = {
+            "line_items": lines,
+            "subscription_data": subscription_data,
+            "payment_intent_data": params.get("payment_intent_data", {}),
+        }
         return session
+
+    def _line_price(self, line: Json) -> Json:
+        """A line's price: a catalog price by id, or an inline `price_data` (kept off the price
+        list, as Stripe keeps the one-off prices it makes for it)."""
+        if line.get("price"):
+            return self._get(self._prices, "price", line["price"])
+        data = line.get("price_data")
+        if not isinstance(data, dict):
+            raise _Refusal(
+                400, "invalid_request_error", "A line item needs a price or price_data.", param="line_items"
+            )
+        product = data.get("product_data")
+        if not (data.get("product") or (isinstance(product, dict) and product.get("name"))):
+            message = "price_data needs a product or product_data with a name."
+            raise _Refusal(400, "invalid_request_error", message, param="line_items")
+        recurring = data.get("recurring")
+        return {
+            "currency": str(_required(data, "currency")).lower(),
+            "unit_amount": _int(_required(data, "unit_amount")),
+            "recurring": {"interval": recurring["interval"]} if isinstance(recurring, dict) else None,
+        }
 
     def _create_portal(self, _: str, params: Json) -> Json:
         customer = self._get(self._customers, "customer", _required(params, "customer"))

@@ -12,6 +12,7 @@ from nexus_server.billing.provider import (
     CheckoutRequest,
     InvoiceItemRequest,
     LineItem,
+    PaymentCheckoutRequest,
     PriceRef,
     ProviderInvoiceLine,
     ProviderRejected,
@@ -413,3 +414,111 @@ def test_an_event_signed_with_another_secret_does_not_verify(double: StripeDoubl
 
     with pytest.raises(stripe.SignatureVerificationError):
         stripe.Webhook.construct_event(payload, double.sign(payload, "whsec_other"), "whsec_one")
+
+
+def credits(*, idempotency_key: str = "credits-1", amount_minor: int = 2000) -> PaymentCheckoutRequest:
+    return PaymentCheckoutRequest(
+        tenant_id="ten_1",
+        reference="cp_1",
+        customer_id="",
+        customer_email="owner@example.com",
+        description="Starter credits (10,000) × 2",
+        amount_minor=amount_minor,
+        currency="EUR",
+        success_url="https://nexus.test/billing/credits/done",
+        cancel_url="https://nexus.test/billing/credits",
+        idempotency_key=idempotency_key,
+        metadata={"tenant_id": "ten_1", "pack_id": "starter", "reference": "not-the-purchase"},
+    )
+
+
+async def test_a_payment_checkout_is_read_back_paid_with_its_reference(
+    provider: StripeProvider, double: StripeDouble
+) -> None:
+    session = await provider.create_payment_checkout(credits())
+    events = double.complete_checkout(session.id)
+
+    checkout = await provider.get_checkout(session.id)
+
+    assert (
+        [event["type"] for event in events],
+        checkout.mode,
+        checkout.status,
+        checkout.payment_status,
+        checkout.reference,
+        checkout.amount_total_minor,
+        checkout.currency,
+        dict(checkout.metadata),
+        checkout.subscription_id,
+        session.expire_time,
+    ) == (
+        ["checkout.session.completed"],
+        "payment",
+        "complete",
+        "paid",
+        "cp_1",
+        2000,
+        "EUR",
+        {"tenant_id": "ten_1", "pack_id": "starter", "reference": "cp_1"},
+        "",
+        at(JAN_31 + 86400),
+    )
+
+
+async def test_a_payment_checkout_sends_its_metadata_to_the_payment_intent(
+    provider: StripeProvider, double: StripeDouble
+) -> None:
+    session = await provider.create_payment_checkout(credits())
+
+    order = double._session_orders[session.id]
+    assert (order["payment_intent_data"]["metadata"]["reference"], order["line_items"][0]["price_data"]) == (
+        "cp_1",
+        {"currency": "eur", "unit_amount": "2000", "product_data": {"name": "Starter credits (10,000) × 2"}},
+    )
+
+
+async def test_a_payment_checkout_twice_with_one_key_is_one_session(
+    provider: StripeProvider, double: StripeDouble
+) -> None:
+    first = await provider.create_payment_checkout(credits())
+    second = await provider.create_payment_checkout(credits())
+
+    assert (first.id, double.calls("POST /v1/checkout/sessions")) == (second.id, 2)
+
+
+async def test_a_delayed_payment_is_unpaid_until_it_succeeds(
+    provider: StripeProvider, double: StripeDouble
+) -> None:
+    session = await provider.create_payment_checkout(credits())
+    completed = double.complete_checkout(session.id, delayed=True)
+    pending = await provider.get_checkout(session.id)
+
+    succeeded = double.succeed_async_payment(session.id)
+    paid = await provider.get_checkout(session.id)
+
+    assert (
+        [event["type"] for event in completed + succeeded],
+        [event["data"]["object"]["payment_status"] for event in completed + succeeded],
+        (pending.status, pending.payment_status),
+        (paid.status, paid.payment_status, paid.reference),
+    ) == (
+        ["checkout.session.completed", "checkout.session.async_payment_succeeded"],
+        ["unpaid", "paid"],
+        ("complete", "unpaid"),
+        ("complete", "paid", "cp_1"),
+    )
+
+
+async def test_an_event_of_a_payment_checkout_parses_with_stripe(
+    provider: StripeProvider, double: StripeDouble
+) -> None:
+    session = await provider.create_payment_checkout(credits())
+    double.complete_checkout(session.id, delayed=True)
+    payload = double.event_payload(double.succeed_async_payment(session.id)[-1])
+
+    verified = stripe.Webhook.construct_event(payload, double.sign(payload, "whsec_one"), "whsec_one")
+
+    assert (verified.type, verified.data.object.client_reference_id) == (
+        "checkout.session.async_payment_succeeded",
+        "cp_1",
+    )

@@ -72,6 +72,25 @@ class CheckoutRequest:
 
 
 @dataclass(frozen=True)
+class PaymentCheckoutRequest:
+    """A one-off payment (a credit purchase): Stripe Checkout in `payment` mode, or a
+    Revolut Merchant order. `reference` is Nexus's purchase id, carried back by the provider
+    (Stripe: `client_reference_id` and metadata; Revolut: `merchant_order_data.reference`)."""
+
+    tenant_id: str
+    reference: str
+    customer_id: str  # "" when the tenant has none yet (Stripe then asks for an email)
+    customer_email: str
+    description: str  # what the payer sees, e.g. "Starter credits (10,000) × 2"
+    amount_minor: int
+    currency: str
+    success_url: str
+    cancel_url: str
+    idempotency_key: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class CheckoutSession:
     id: str
     url: str
@@ -159,6 +178,8 @@ class ProviderCheckout:
     subscription_id: str
     metadata: Mapping[str, str]
     amount_total_minor: int = 0
+    reference: str = ""  # Stripe's client_reference_id, Revolut's merchant order reference
+    currency: str = ""
 
 
 @dataclass(frozen=True)
@@ -181,6 +202,18 @@ class SyncReport:
     unchanged: Sequence[str]
 
 
+class CreditsCheckout(Protocol):
+    """What credit purchases need of a provider: Stripe, or Revolut Merchant (credits only).
+    `get_checkout` re-reads a payment as it stands now: for Revolut, an order whose state is
+    `completed` is `status="complete", payment_status="paid"`."""
+
+    name: str
+
+    async def create_payment_checkout(self, request: PaymentCheckoutRequest) -> CheckoutSession: ...
+
+    async def get_checkout(self, session_id: str) -> ProviderCheckout: ...
+
+
 class PaymentProvider(Protocol):
     name: str  # "stripe" | "local"
 
@@ -191,6 +224,10 @@ class PaymentProvider(Protocol):
     async def create_checkout(self, request: CheckoutRequest) -> CheckoutSession: ...
 
     async def create_portal(self, customer_id: str, return_url: str) -> PortalSession: ...
+
+    async def create_payment_checkout(self, request: PaymentCheckoutRequest) -> CheckoutSession:
+        """A Checkout Session in `payment` mode for a one-off amount (a credit purchase)."""
+        ...
 
     async def get_subscription(self, subscription_id: str) -> ProviderSubscription: ...
 

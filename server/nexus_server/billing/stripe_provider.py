@@ -5,9 +5,15 @@ Shapes. `API_VERSION` is pinned because every field this module reads depends on
 subscription on `parent.subscription_details`, and an invoice line's price and proration flag on
 `pricing.price_details` and `parent.*_details`. Moving the pin means re-reading those shapes.
 
-Calls. The client's `*_async` methods need httpx or aiohttp, and neither is installed (requests is),
-so each call is the synchronous method run in a worker thread (`asyncio.to_thread`). One requests
-session, owned here, serves every thread, so `close()` can release its sockets.
+Calls. Each call is the client's synchronous method run in a worker thread (`asyncio.to_thread`):
+its `*_async` methods need httpx or aiohttp, and neither was installed when this was written (httpx
+now is, for the Revolut client; moving Stripe onto it is a change of its own). One requests session,
+owned here, serves every thread, so `close()` can release its sockets.
+
+One-off payments (credit purchases) are Checkout Sessions in `payment` mode with an inline
+`price_data` line: the amount is the purchase's, not a catalog price, so nothing is synced for it.
+Nexus's purchase id goes out as `client_reference_id` and in the metadata of both the session and
+its payment intent (what the Dashboard shows on the charge), and `get_checkout` reads it back.
 
 Idempotency. Every POST carries an idempotency key: the caller's, or for the catalog one derived
 from what is being created, so a retry after a lost answer creates nothing twice. Stripe refuses a
@@ -36,6 +42,7 @@ from nexus_server.billing.provider import (
     CheckoutSession,
     InvoiceItemRequest,
     LineItem,
+    PaymentCheckoutRequest,
     PortalSession,
     PriceRef,
     ProviderCheckout,
@@ -137,6 +144,44 @@ class StripeProvider:
             customer_id=_id(session.customer),
         )
 
+    async def create_payment_checkout(self, request: PaymentCheckoutRequest) -> CheckoutSession:
+        # The reference also rides in the metadata: webhooks and the Dashboard show metadata, and
+        # a caller's own `reference` key must not override the purchase id.
+        metadata = {**request.metadata, "reference": request.reference}
+        session = await self._call(
+            self._client.v1.checkout.sessions.create,
+            params={
+                "mode": "payment",
+                "line_items": [
+                    {
+                        "price_data": {
+                            "currency": request.currency.lower(),
+                            "unit_amount": request.amount_minor,
+                            "product_data": {"name": request.description},
+                        },
+                        "quantity": 1,
+                    }
+                ],
+                **(
+                    {"customer": request.customer_id}
+                    if request.customer_id
+                    else {"customer_email": request.customer_email}
+                ),
+                "client_reference_id": request.reference,
+                "metadata": metadata,
+                "payment_intent_data": {"metadata": metadata},
+                "success_url": request.success_url,
+                "cancel_url": request.cancel_url,
+            },
+            options={"idempotency_key": request.idempotency_key},
+        )
+        return CheckoutSession(
+            id=session.id,
+            url=session.url or "",
+            expire_time=_time(session.expires_at),
+            customer_id=_id(session.customer),
+        )
+
     async def create_portal(self, customer_id: str, return_url: str) -> PortalSession:
         # No key from the port: a second portal session harms nothing, and the client still
         # gives its own retries one key.
@@ -195,6 +240,8 @@ class StripeProvider:
             subscription_id=_id(session.subscription),
             metadata=_metadata(session.metadata),
             amount_total_minor=session.amount_total or 0,
+            reference=session.client_reference_id or "",
+            currency=(session.currency or "").upper(),
         )
 
     async def update_items(
