@@ -102,6 +102,13 @@ class Settings:
     dunning_grace: timedelta = timedelta(days=7)
     billing_redirect_hosts: tuple[str, ...] = ()
     billing_cycle_interval: timedelta = timedelta(hours=1)
+    # Credits: who takes payment for credit packages (`local`, `stripe`, `revolut`; unset:
+    # Stripe when its key is set, else local), and Revolut Merchant's key, webhook signing
+    # secrets (comma-separated while rolling) and API address (tests point it at a double).
+    credits_provider: str = "local"
+    revolut_api_key: str | None = None
+    revolut_webhook_secrets: tuple[str, ...] = ()
+    revolut_api_base: str = "https://merchant.revolut.com"
 
     @property
     def is_sqlite(self) -> bool:
@@ -308,8 +315,22 @@ def _billing(env: Mapping[str, str], settings: Settings) -> Settings:
         )
     grace = _int(env, "NEXUS_DUNNING_GRACE_DAYS", 7, 0, 90)
     cycle = _int(env, "NEXUS_BILLING_CYCLE_SECONDS", 3600, 0, 7 * 86400)
+    provider = env.get("NEXUS_CREDITS_PROVIDER", "").strip() or ("stripe" if key else "local")
+    if provider not in ("local", "stripe", "revolut"):
+        raise ConfigError(f"NEXUS_CREDITS_PROVIDER={provider!r} must be one of local, stripe, revolut")
+    revolut_key = env.get("NEXUS_REVOLUT_API_KEY", "").strip() or None
+    if provider == "stripe" and key is None:
+        raise ConfigError("NEXUS_CREDITS_PROVIDER=stripe needs NEXUS_STRIPE_API_KEY")
+    if provider == "revolut" and revolut_key is None:
+        raise ConfigError("NEXUS_CREDITS_PROVIDER=revolut needs NEXUS_REVOLUT_API_KEY")
+    revolut_base = _url(env, "NEXUS_REVOLUT_API_BASE", ("https", "http"), settings.revolut_api_base)
+    assert revolut_base is not None
     return replace(
         settings,
+        credits_provider=provider,
+        revolut_api_key=revolut_key,
+        revolut_webhook_secrets=_names(env.get("NEXUS_REVOLUT_WEBHOOK_SECRET", "")),
+        revolut_api_base=revolut_base.rstrip("/"),
         plans_file=Path(plans) if plans else None,
         stripe_api_key=key,
         stripe_webhook_secrets=secrets,

@@ -1,7 +1,8 @@
-"""Billing through real processes: `nexus serve` configured for Stripe (the Stripe double in
-this test process, on loopback), Envoy in front, and the `nexus billing` commands. A web
-client buys a plan with JSON; Stripe's signed webhooks reach Nexus through Envoy's raw-body
-route with their `Stripe-Signature` header; `nexus billing sync` is idempotent."""
+"""Billing through real processes: `nexus serve` configured for Stripe and, for credits,
+Revolut Merchant (their doubles in this test process, on loopback), Envoy in front, and the
+`nexus billing` commands. A web client buys a plan and credits with JSON; the providers'
+signed webhooks reach Nexus through Envoy's raw-body routes with their signature headers;
+`nexus billing sync` is idempotent."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import pytest
 
 from nexus_server.config import ROOT
 from tests.e2e.conftest import NEXUS, Stack, running_stack
+from tests.revolut_double import RevolutDouble
 from tests.stripe_double import StripeDouble
 
 SECRET = "whsec_e2e_signing_secret"
+REVOLUT_SECRET = "revolut_e2e_signing_secret"
 PASSWORD = "Correct-horse-9-battery"
 pytestmark = pytest.mark.e2e
 
@@ -29,12 +32,25 @@ def double() -> Iterator[StripeDouble]:
 
 
 @pytest.fixture(scope="module")
-def stripe_stack(tmp_path_factory: pytest.TempPathFactory, double: StripeDouble) -> Iterator[Stack]:
+def revolut_double() -> Iterator[RevolutDouble]:
+    with RevolutDouble.start() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stripe_stack(
+    tmp_path_factory: pytest.TempPathFactory, double: StripeDouble, revolut_double: RevolutDouble
+) -> Iterator[Stack]:
+    """Plans sold through Stripe, credits through Revolut Merchant (as the AI-chat seed does)."""
     with running_stack(
         tmp_path_factory.mktemp("billing"),
         NEXUS_STRIPE_API_KEY="sk_test_e2e",
         NEXUS_STRIPE_API_BASE=double.api_base,
         NEXUS_STRIPE_WEBHOOK_SECRET=SECRET,
+        NEXUS_CREDITS_PROVIDER="revolut",
+        NEXUS_REVOLUT_API_KEY="sk_revolut_e2e",
+        NEXUS_REVOLUT_API_BASE=revolut_double.api_base,
+        NEXUS_REVOLUT_WEBHOOK_SECRET=REVOLUT_SECRET,
     ) as stack:
         yield stack
 
@@ -120,3 +136,33 @@ def test_billing_run_cycle_dry_run_reports_what_it_examined(stripe_stack: Stack)
     assert "1 subscriptions examined" in result.stdout
     bad = _nexus(stripe_stack, "billing", "run-cycle", "--tenant", "nope")
     assert bad.returncode == 1 and "not a tenant id" in bad.stderr
+
+
+def test_credits_bought_through_revolut_land_once_via_its_webhook_through_envoy(
+    stripe_stack: Stack, revolut_double: RevolutDouble
+) -> None:
+    token, tenant_id = _owner_of_a_tenant(stripe_stack)
+    response, bought = stripe_stack.json(
+        "POST",
+        f"/v1/tenants/{tenant_id}/credits:purchase",
+        {"credit_package_id": "starter"},
+        token=token,
+        tenant=tenant_id,
+    )
+    assert response.status == 200, response.text
+    body = RevolutDouble.event_payload(revolut_double.complete_order(bought["checkout_session_id"]))
+    for _ in range(2):
+        signature, timestamp = RevolutDouble.sign(body, REVOLUT_SECRET)
+        delivered = stripe_stack.request(
+            "POST",
+            "/v1/billing/revolut/webhook",
+            body=body,
+            headers={
+                "content-type": "application/json",
+                "revolut-signature": signature,
+                "revolut-request-timestamp": timestamp,
+            },
+        )
+        assert delivered.status == 200, delivered.text
+    _, balance = stripe_stack.json("GET", f"/v1/tenants/{tenant_id}/credits", token=token, tenant=tenant_id)
+    assert balance["balance"] == "10000"  # int64 is a JSON string

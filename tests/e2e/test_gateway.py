@@ -136,19 +136,40 @@ def test_plans_are_public_json_with_exact_money(stack: Stack) -> None:
     assert calls["overage_unit_price"] == {"currency_code": "USD", "nanos": 1000000}
 
 
+def _admin_token(stack: Stack) -> tuple[str, str]:
+    """A new person's token and the tenant they own (owners reach admin RPCs)."""
+    email = f"gw-{uuid.uuid4().hex[:10]}@example.com"
+    password = "Correct-horse-9-battery"
+    stack.json("POST", "/v1/auth/register", {"email": email, "password": password})
+    _, login = stack.json("POST", "/v1/auth/login", {"email": email, "password": password})
+    _, tenant = stack.json(
+        "POST",
+        "/v1/tenants",
+        {"slug": f"gw-{uuid.uuid4().hex[:8]}", "display_name": "Gw"},
+        token=login["access_token"],
+    )
+    return login["access_token"], tenant["id"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "rpc"),
     [
-        ("GET", "/v1/credit-rates", "nexus.billing.v1.BillingService.ListCreditRates"),
-        ("POST", "/v1/credits:estimate", "nexus.billing.v1.BillingService.EstimateCredits"),
-        ("GET", "/v1/credit-packages", "nexus.billing.v1.BillingService.ListCreditPackages"),
+        ("GET", "/v1/webhook-endpoints", "nexus.events.v1.EventsService.ListWebhookEndpoints"),
+        ("POST", "/v1/webhook-endpoints", "nexus.events.v1.EventsService.CreateWebhookEndpoint"),
     ],
 )
 def test_unimplemented_rpc_is_501_with_json_status_naming_it(
     stack: Stack, method: str, path: str, rpc: str
 ) -> None:
-    """Public RPCs no servicer implements yet (swap in others as capabilities land)."""
-    response = stack.request(method, path)
+    """RPCs no servicer implements yet (swap in others as capabilities land); every public
+    one is built, so an admin asks."""
+    token, tenant_id = _admin_token(stack)
+    headers = {
+        "authorization": f"Bearer {token}",
+        "x-tenant-id": tenant_id,
+        "content-type": "application/json",
+    }
+    response = stack.request(method, path, headers=headers, body=b"{}" if method == "POST" else None)
     assert response.status == 501, response.text
     status = status_json(response)
     assert status["code"] == 12
@@ -253,7 +274,7 @@ def test_every_response_carries_a_generated_request_id(stack: Stack) -> None:
 
 def test_client_request_id_is_kept_and_reaches_nexus(stack: Stack) -> None:
     mine = f"client-{uuid.uuid4()}"
-    response = stack.request("GET", "/v1/credit-rates", headers={"x-request-id": mine})
+    response = stack.request("GET", "/v1/credit-rates?page_size=-1", headers={"x-request-id": mine})
     assert response.headers["x-request-id"] == mine
     assert error_info(status_json(response))["metadata"]["request_id"] == mine
 

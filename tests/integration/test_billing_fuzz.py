@@ -1,6 +1,6 @@
-"""Fuzz: every BillingService RPC of plans, subscriptions, add-ons, invoices, the cycle and
-revenue (the credits RPCs are the credits issue's) driven with generated messages never
-answers INTERNAL or UNKNOWN, and a refused request changes none of the tenant's billing.
+"""Fuzz: every BillingService RPC (plans, subscriptions, add-ons, invoices, the cycle,
+revenue, credits and reservations) driven with generated messages never answers INTERNAL
+or UNKNOWN, and a refused request changes none of the tenant's billing or credits.
 
 The tenant pays for `pro` under the local provider, so that generated requests can reach the
 paths that change things (ChangePlan to `business`, cancel, add-ons) as well as the refusals.
@@ -27,21 +27,13 @@ from nexus_server.billing.tables import (
     billing_invoices,
     billing_subscriptions,
     billing_tenant_add_ons,
+    credit_reservations,
+    credit_transactions,
 )
 from tests.fuzzing import UNKNOWN_FIELD, assert_not_internal, messages, raw_call, service_methods
-from tests.support import make_tenant, platform_admin, register_user
+from tests.support import issue_key, key_metadata, make_tenant, platform_admin, register_user
 
-CREDITS = {
-    "ListCreditPackages",
-    "PurchaseCredits",
-    "GetCreditBalance",
-    "ListCreditTransactions",
-    "ConsumeCredits",
-    "EstimateCredits",
-    "ListCreditRates",
-    "GrantCredits",
-}
-METHODS = [m for m in service_methods("nexus.billing.v1.BillingService") if m.name not in CREDITS]
+METHODS = service_methods("nexus.billing.v1.BillingService")
 
 
 def _strings(tenant_id: str) -> st.SearchStrategy[str]:
@@ -62,6 +54,10 @@ def _strings(tenant_id: str) -> st.SearchStrategy[str]:
                 "http://localhost:3000/back",
                 "https://evil.example/phish",
                 "ten_" + "A" * 22,
+                "openai",
+                "gpt-4o",
+                "starter",
+                "rsv_" + "A" * 22,
             ]
         ),
         st.integers(256, 5000).map(lambda n: "k" * n),
@@ -93,6 +89,16 @@ async def _billing(server: NexusServer, tenant_id: str) -> tuple[Any, ...]:
                     select(billing_tenant_add_ons).where(billing_tenant_add_ons.c.tenant_id == tenant_id)
                 )
             ).all(),
+            (
+                await s.execute(
+                    select(credit_transactions.c.id).where(credit_transactions.c.tenant_id == tenant_id)
+                )
+            ).all(),
+            (
+                await s.execute(
+                    select(credit_reservations).where(credit_reservations.c.tenant_id == tenant_id)
+                )
+            ).all(),
         )
 
 
@@ -110,8 +116,10 @@ async def test_generated_billing_requests_never_fail_internally_and_a_refusal_ch
     rule = contract.access_rule(method)
     if rule.caller == 6:  # CALLER_PLATFORM_ADMIN
         metadata: Any = (await platform_admin(srv, channel)).metadata(tenant_id)
-    elif method.name == "HandleStripeWebhook":
-        metadata = (("stripe-signature", "t=1,v1=00"),)
+    elif method.name in ("HandleStripeWebhook", "HandleRevolutWebhook"):
+        metadata = (("stripe-signature", "t=1,v1=00"), ("revolut-signature", "v1=00"))
+    elif rule.key_scope and not rule.caller:  # ConsumeCredits and the reservations: programs
+        metadata = key_metadata(await issue_key(srv, tenant_id, ["credits:consume"]))
     else:
         metadata = owner.metadata(tenant_id)
     drawn: list[tuple[Any, bool]] = []

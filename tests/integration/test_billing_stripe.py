@@ -73,6 +73,7 @@ async def stripe(settings: Settings, double: StripeDouble) -> AsyncIterator[Stri
         stripe_api_base=double.api_base,
         stripe_webhook_secrets=(SECRET, OLD_SECRET),
         billing_cycle_interval=timedelta(0),
+        credits_provider="stripe",
     )
     srv, port = await create_server(configured)
     await srv.start()
@@ -407,3 +408,52 @@ async def test_change_plan_cancel_and_resume_go_through_stripe(stripe: Stripe) -
     assert deleted and (await deliver(stripe, deleted[-1])).outcome == pb.STRIPE_EVENT_OUTCOME_STALE
     now = await _subscription(stripe, owner, tenant_id)
     assert (now.plan_id, now.status, now.stripe_subscription_id) == ("free", S.SUBSCRIPTION_STATUS_ACTIVE, "")
+
+
+async def _balance(stripe: Stripe, owner: User, tenant_id: str) -> int:
+    reply = await stripe.stub.GetCreditBalance(
+        pb.GetCreditBalanceRequest(tenant_id=tenant_id), metadata=owner.metadata(tenant_id)
+    )
+    return int(reply.balance)
+
+
+async def test_a_credit_purchase_lands_once_on_the_paid_webhook_however_often_it_comes(
+    stripe: Stripe,
+) -> None:
+    owner = await register_user(stripe.channel)
+    tenant_id = await make_tenant(stripe.server, owner.user_id)
+    md = owner.metadata(tenant_id)
+    bought = await stripe.stub.PurchaseCredits(
+        pb.PurchaseCreditsRequest(tenant_id=tenant_id, credit_package_id="starter", quantity=2), metadata=md
+    )
+    assert bought.credits == 20_000 and bought.url
+    assert await _balance(stripe, owner, tenant_id) == 0  # nothing until Stripe says it is paid
+    (completed,) = stripe.double.complete_checkout(bought.checkout_session_id)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await deliver(stripe, completed, secret="whsec_forged")
+    assert await _balance(stripe, owner, tenant_id) == 0
+    replies = await asyncio.gather(*(deliver(stripe, completed) for _ in range(10)))
+    assert (
+        sorted(r.outcome for r in replies)
+        == [pb.STRIPE_EVENT_OUTCOME_APPLIED] + [pb.STRIPE_EVENT_OUTCOME_DUPLICATE] * 9
+    )
+    assert await _balance(stripe, owner, tenant_id) == 20_000
+    admin = await platform_admin(stripe.server, stripe.channel)
+    revenue = await stripe.stub.GetRevenueMetrics(pb.GetRevenueMetricsRequest(), metadata=admin.metadata())
+    assert revenue.credit_revenue.units >= 10  # two Starter packages at 5.00
+
+
+async def test_a_delayed_payment_credits_on_async_payment_succeeded_only(stripe: Stripe) -> None:
+    owner = await register_user(stripe.channel)
+    tenant_id = await make_tenant(stripe.server, owner.user_id)
+    md = owner.metadata(tenant_id)
+    bought = await stripe.stub.PurchaseCredits(
+        pb.PurchaseCreditsRequest(tenant_id=tenant_id, credit_package_id="pro"), metadata=md
+    )
+    (pending,) = stripe.double.complete_checkout(bought.checkout_session_id, delayed=True)
+    assert (await deliver(stripe, pending)).outcome == pb.STRIPE_EVENT_OUTCOME_STALE
+    assert await _balance(stripe, owner, tenant_id) == 0
+    (succeeded,) = stripe.double.succeed_async_payment(bought.checkout_session_id)
+    assert (await deliver(stripe, succeeded)).outcome == pb.STRIPE_EVENT_OUTCOME_APPLIED
+    assert (await deliver(stripe, pending)).outcome == pb.STRIPE_EVENT_OUTCOME_DUPLICATE
+    assert await _balance(stripe, owner, tenant_id) == 50_000

@@ -104,3 +104,28 @@ def test_billing_settings_are_read() -> None:
     assert settings.stripe_api_key == "sk_test_1"
     assert settings.stripe_webhook_secrets == ("whsec_new", "whsec_old")
     assert settings.dunning_grace.days == 3
+
+
+def test_credits_settings_name_the_provider_and_need_its_key() -> None:
+    assert load_settings({}).credits_provider == "local"
+    assert load_settings({"NEXUS_STRIPE_API_KEY": "sk_test_1"}).credits_provider == "stripe"
+    revolut = load_settings({"NEXUS_CREDITS_PROVIDER": "revolut", "NEXUS_REVOLUT_API_KEY": "sk_r"})
+    assert (revolut.credits_provider, revolut.revolut_api_key) == ("revolut", "sk_r")
+    for env, named in (
+        ({"NEXUS_CREDITS_PROVIDER": "paypal"}, "NEXUS_CREDITS_PROVIDER"),
+        ({"NEXUS_CREDITS_PROVIDER": "revolut"}, "NEXUS_REVOLUT_API_KEY"),
+        ({"NEXUS_CREDITS_PROVIDER": "stripe"}, "NEXUS_STRIPE_API_KEY"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(env)
+        assert named in str(caught.value)
+
+
+def test_the_default_credit_catalog_is_the_seeds() -> None:
+    assert [(p.id, p.credits, p.price_minor) for p in catalog.DEFAULT.credit_packages] == [
+        ("starter", 10_000, 500),
+        ("pro", 50_000, 2000),
+        ("enterprise", 500_000, 15000),
+    ]
+    rate = catalog.DEFAULT.credit_rate("openai", "gpt-4o")
+    assert rate is not None and (rate.input_per_million, rate.output_per_million) == (2500, 10000)

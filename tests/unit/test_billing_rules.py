@@ -82,3 +82,19 @@ def test_reminders_go_at_each_step_inside_the_grace_period_once() -> None:
     assert not rules.reminder_due(failed, 3, grace, failed + timedelta(days=6, hours=23))
     # A grace period of two days leaves only the first reminder.
     assert not rules.reminder_due(failed, 1, timedelta(days=2), failed + timedelta(days=5))
+
+
+@pytest.mark.parametrize(
+    ("tokens_in", "tokens_out", "rate_in", "rate_out", "credits"),
+    [
+        (1200, 350, 2500, 10000, 7),  # 6.5 rounds up
+        (1_000_000, 0, 2500, 10000, 2500),  # exact: no rounding
+        (1, 0, 1, 0, 1),  # a millionth of a credit is still a credit
+        (0, 0, 2500, 10000, 0),
+        (10**9, 10**9, 10**9, 10**9, 2 * 10**12),  # exact integers, no float anywhere
+    ],
+)
+def test_model_calls_are_priced_exactly_and_rounded_up_once(
+    tokens_in: int, tokens_out: int, rate_in: int, rate_out: int, credits: int
+) -> None:
+    assert rules.credits_for(tokens_in, tokens_out, rate_in, rate_out) == credits

@@ -1,5 +1,6 @@
-"""The catalog Nexus sells: plans and add-ons, from `NEXUS_PLANS_FILE` (TOML) or the
-built-in default below (the seeds' plans and the ecosystem's applications).
+"""The catalog Nexus sells: plans, add-ons, credit packages and the credit rate table, from
+`NEXUS_PLANS_FILE` (TOML) or the built-in default below (the seeds' plans, the ecosystem's
+applications, the AI-chat seed's credit packages; the rates are per million tokens).
 
 It is read and checked once, at start: a bad file stops the server with a message naming
 the entry and the field (`ConfigError`), never a half-loaded catalog. Prices are written as
@@ -54,6 +55,7 @@ class Plan:
     trial_days: int = 0
     self_serve: bool = False
     features: tuple[str, ...] = ()
+    monthly_credits: int = 0  # granted once per billing period by the cycle
 
     @property
     def is_free(self) -> bool:
@@ -84,10 +86,33 @@ class AddOn:
 
 
 @dataclass(frozen=True)
+class CreditPackage:
+    id: str
+    display_name: str
+    credits: int
+    price_minor: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CreditRate:
+    """Credits per million tokens: integers, so a call's price is exact before the one
+    rounding up to a whole credit (rules.credits_for)."""
+
+    provider: str
+    model: str
+    input_per_million: int
+    output_per_million: int
+
+
+@dataclass(frozen=True)
 class Catalog:
     currency: str
     plans: tuple[Plan, ...]  # by price, lowest first
     add_ons: tuple[AddOn, ...] = ()
+    credit_packages: tuple[CreditPackage, ...] = ()  # fewest credits first
+    credit_rates: tuple[CreditRate, ...] = ()  # by provider, then model
+    low_balance_threshold: int = 1000  # credits.low_balance fires when a balance falls below it
     _by_id: Mapping[str, Plan] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +127,12 @@ class Catalog:
 
     def add_on(self, add_on_id: str) -> AddOn | None:
         return next((a for a in self.add_ons if a.id == add_on_id), None)
+
+    def credit_package(self, package_id: str) -> CreditPackage | None:
+        return next((p for p in self.credit_packages if p.id == package_id), None)
+
+    def credit_rate(self, provider: str, model: str) -> CreditRate | None:
+        return next((r for r in self.credit_rates if (r.provider, r.model) == (provider, model)), None)
 
     def tenant_rate_limit(self, plan_id: str) -> int | None:
         """The plan's tenant-wide limit: the rate limiter's `plan_limit` port."""
@@ -143,6 +174,7 @@ DEFAULT = Catalog(
             trial_days=14,
             self_serve=True,
             features=("1,000,000 API calls a month", "$0.001 per call over", "Email support"),
+            monthly_credits=5_000,
         ),
         Plan(
             "business",
@@ -157,6 +189,7 @@ DEFAULT = Catalog(
             trial_days=14,
             self_serve=True,
             features=("10,000,000 API calls a month", "SSO", "Custom domains", "Priority support"),
+            monthly_credits=25_000,
         ),
         Plan(
             "enterprise",
@@ -172,7 +205,21 @@ DEFAULT = Catalog(
             seat_price_minor=1000,
             included_seats=25,
             features=("Unlimited API calls", "SSO", "Dedicated support", "Contract terms"),
+            monthly_credits=100_000,
         ),
+    ),
+    credit_packages=(
+        CreditPackage("starter", "Starter", 10_000, 500, "10,000 credits"),
+        CreditPackage("pro", "Pro", 50_000, 2000, "50,000 credits"),
+        CreditPackage("enterprise", "Enterprise", 500_000, 15000, "500,000 credits"),
+    ),
+    credit_rates=(
+        CreditRate("anthropic", "claude-3-5-haiku", 800, 4000),
+        CreditRate("anthropic", "claude-3-5-sonnet", 3000, 15000),
+        CreditRate("google", "gemini-1.5-flash", 75, 300),
+        CreditRate("google", "gemini-1.5-pro", 1250, 5000),
+        CreditRate("openai", "gpt-4o", 2500, 10000),
+        CreditRate("openai", "gpt-4o-mini", 150, 600),
     ),
     add_ons=(
         AddOn("nexus-sales", "Nexus Sales (CRM)", 1500),
@@ -204,7 +251,7 @@ def load(path: Path | None) -> Catalog:
 
 def parse(data: Mapping[str, Any]) -> Catalog:
     """A catalog from parsed TOML; ValueError naming the entry and field."""
-    _only(data, {"currency", "plans", "add_ons"}, "the file")
+    _only(data, {"currency", "plans", "add_ons", "credit_packages", "credit_rates", "credits"}, "the file")
     currency = data.get("currency", "USD")
     if not isinstance(currency, str) or not CURRENCY.match(currency):
         raise ValueError(f"currency={currency!r} must be an ISO 4217 code in capitals, e.g. USD")
@@ -223,11 +270,74 @@ def parse(data: Mapping[str, Any]) -> Catalog:
         raise ValueError("add_ons must be a list of [[add_ons]] tables")
     add_ons = [_add_on(entry, i) for i, entry in enumerate(raw_add_ons)]
     _unique([a.id for a in add_ons], "add_ons")
+    packages = [_package(entry, i) for i, entry in enumerate(_tables(data, "credit_packages"))]
+    _unique([p.id for p in packages], "credit_packages")
+    rates = [_rate(entry, i) for i, entry in enumerate(_tables(data, "credit_rates"))]
+    _unique([f"{r.provider}/{r.model}" for r in rates], "credit_rates")
+    credits = data.get("credits", {})
+    if not isinstance(credits, dict):
+        raise ValueError("[credits] must be a table")
+    _only(credits, {"low_balance_threshold"}, "[credits]")
+    threshold = _count(credits.get("low_balance_threshold", 1000), "credits.low_balance_threshold", 0, 10**12)
     plans.sort(key=lambda p: (p.price_minor, p.id))
-    return Catalog(currency, tuple(plans), tuple(add_ons))
+    packages.sort(key=lambda p: (p.credits, p.id))
+    rates.sort(key=lambda r: (r.provider, r.model))
+    return Catalog(currency, tuple(plans), tuple(add_ons), tuple(packages), tuple(rates), threshold)
+
+
+def _tables(data: Mapping[str, Any], key: str) -> list[Any]:
+    entries = data.get(key, [])
+    if not isinstance(entries, list):
+        raise ValueError(f"{key} must be a list of [[{key}]] tables")
+    return entries
+
+
+def _package(entry: Any, index: int) -> CreditPackage:
+    where = f"credit_packages[{index}]"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a table")
+    package_id = _slug(entry.get("id"), f"{where}.id")
+    where = f"credit_packages[{package_id}]"
+    _only(entry, {"id", "display_name", "description", "credits", "price"}, where)
+    return CreditPackage(
+        package_id,
+        _text(entry.get("display_name", package_id.title()), f"{where}.display_name", 64),
+        _count(entry.get("credits"), f"{where}.credits", 1, 10**12),
+        _minor(entry.get("price"), f"{where}.price"),
+        _text(entry.get("description", ""), f"{where}.description", 500, empty=True),
+    )
+
+
+PROVIDER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def _rate(entry: Any, index: int) -> CreditRate:
+    where = f"credit_rates[{index}]"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where} must be a table")
+    _only(
+        entry,
+        {"provider", "model", "input_credits_per_million_tokens", "output_credits_per_million_tokens"},
+        where,
+    )
+    provider, model = entry.get("provider"), entry.get("model")
+    if not isinstance(provider, str) or not PROVIDER.match(provider):
+        raise ValueError(f"{where}.provider={provider!r} must be lowercase, 1 to 64 characters")
+    if not isinstance(model, str) or not 0 < len(model) <= 128 or not model.isprintable():
+        raise ValueError(f"{where}.model must be 1 to 128 printable characters")
+    where = f"credit_rates[{provider}/{model}]"
+    return CreditRate(
+        provider,
+        model,
+        _count(entry.get("input_credits_per_million_tokens"), f"{where}.input_credits_per_million_tokens", 0),
+        _count(
+            entry.get("output_credits_per_million_tokens"), f"{where}.output_credits_per_million_tokens", 0
+        ),
+    )
 
 
 _PLAN_KEYS = {
+    "monthly_credits",
     "id",
     "display_name",
     "description",
@@ -284,6 +394,7 @@ def _plan(entry: Any, index: int) -> Plan:
         trial_days=_count(entry.get("trial_days", 0), f"{where}.trial_days", 0, 730),
         self_serve=_bool(entry.get("self_serve", False), f"{where}.self_serve"),
         features=tuple(features),
+        monthly_credits=_count(entry.get("monthly_credits", 0), f"{where}.monthly_credits", 0, 10**12),
     )
 
 

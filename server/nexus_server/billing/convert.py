@@ -3,17 +3,27 @@ reports, revenue. Money becomes `google.type.Money` here and nowhere else."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf import json_format, struct_pb2
 from google.type import money_pb2
 
-from nexus.billing.v1 import add_on_pb2, invoice_pb2, plan_pb2, revenue_pb2, subscription_pb2
+from nexus.billing.v1 import (
+    add_on_pb2,
+    credit_pb2,
+    credit_rate_pb2,
+    invoice_pb2,
+    plan_pb2,
+    revenue_pb2,
+    subscription_pb2,
+)
 from nexus.billing.v1 import billing_cycle_pb2 as cycle_pb
 from nexus.billing.v1 import billing_service_pb2 as pb
-from nexus_server.billing import add_ons, cycle, revenue, rules, store
-from nexus_server.billing.catalog import AddOn, Catalog, Plan
+from nexus_server.billing import add_ons, cycle, ledger, ledger_store, revenue, rules, store
+from nexus_server.billing.catalog import AddOn, Catalog, CreditPackage, CreditRate, Plan
 from nexus_server.common.errors import FieldViolation
 from nexus_server.common.timestamps import duration, timestamp
 
@@ -260,3 +270,108 @@ def price_minor(
     if not bad and amount > maximum:
         bad.append(FieldViolation(field, f"must be at most {maximum // 100:,}"))
     return amount, bad
+
+
+# --- credits ----------------------------------------------------------------------------------
+
+KIND = {
+    "purchase": credit_pb2.CREDIT_TRANSACTION_KIND_PURCHASE,
+    "consume": credit_pb2.CREDIT_TRANSACTION_KIND_CONSUME,
+    "grant": credit_pb2.CREDIT_TRANSACTION_KIND_GRANT,
+    "refund": credit_pb2.CREDIT_TRANSACTION_KIND_REFUND,
+    "expire": credit_pb2.CREDIT_TRANSACTION_KIND_EXPIRE,
+    "reserve": credit_pb2.CREDIT_TRANSACTION_KIND_RESERVE,
+    "release": credit_pb2.CREDIT_TRANSACTION_KIND_RELEASE,
+}
+KIND_NAMES = {v: k for k, v in KIND.items()}
+_STATE = {
+    "held": credit_pb2.CREDIT_RESERVATION_STATE_HELD,
+    "committed": credit_pb2.CREDIT_RESERVATION_STATE_COMMITTED,
+    "released": credit_pb2.CREDIT_RESERVATION_STATE_RELEASED,
+    "expired": credit_pb2.CREDIT_RESERVATION_STATE_EXPIRED,
+}
+
+
+def credit_package(p: CreditPackage, currency: str) -> credit_pb2.CreditPackage:
+    return credit_pb2.CreditPackage(
+        id=p.id,
+        display_name=p.display_name,
+        description=p.description,
+        credits=p.credits,
+        price=minor(p.price_minor, currency),
+    )
+
+
+def credit_rate(r: CreditRate) -> credit_rate_pb2.CreditRate:
+    return credit_rate_pb2.CreditRate(
+        provider=r.provider,
+        model=r.model,
+        input_credits_per_million_tokens=r.input_per_million,
+        output_credits_per_million_tokens=r.output_per_million,
+    )
+
+
+def credit_balance(tenant_id: str, row: ledger_store.BalanceRow | None) -> credit_pb2.CreditBalance:
+    message = credit_pb2.CreditBalance(tenant_id=tenant_id)
+    if row is not None:
+        message.balance = row.balance
+        message.last_transaction_id = row.last_transaction_id or ""
+        if row.last_transaction_id:
+            _set_time(message, "update_time", row.update_time)
+    return message
+
+
+def credit_transaction(row: ledger_store.TransactionRow) -> credit_pb2.CreditTransaction:
+    message = credit_pb2.CreditTransaction(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        kind=KIND[row.kind],
+        amount=row.amount,
+        balance_after=row.balance_after,
+        idempotency_key=ledger.shown_key(row.idempotency_key),
+        description=row.description,
+        credit_package_id=row.credit_package_id or "",
+        actor=row.actor,
+        create_time=timestamp(row.create_time),
+    )
+    if row.metadata:
+        message.metadata.update(row.metadata)
+    if row.model_usage:
+        u = row.model_usage
+        message.model_usage.CopyFrom(
+            credit_rate_pb2.ModelUsage(
+                provider=str(u["provider"]),
+                model=str(u["model"]),
+                input_tokens=int(u["input_tokens"]),
+                output_tokens=int(u["output_tokens"]),
+            )
+        )
+    return message
+
+
+def reservation(row: ledger_store.ReservationRow) -> credit_pb2.CreditReservation:
+    message = credit_pb2.CreditReservation(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        amount=row.amount,
+        state=_STATE[row.state],
+        consumed=row.consumed,
+        idempotency_key=row.idempotency_key,
+        expire_time=timestamp(row.expire_time),
+        create_time=timestamp(row.create_time),
+        balance_after=row.balance_after,
+    )
+    _set_time(message, "settle_time", row.settle_time)
+    return message
+
+
+def usage(m: credit_rate_pb2.ModelUsage) -> ledger.Usage:
+    return ledger.Usage(m.provider, m.model, m.input_tokens, m.output_tokens)
+
+
+def struct_dict(s: struct_pb2.Struct) -> tuple[dict[str, Any] | None, int]:
+    """The metadata as a dict (None if empty) and its size as JSON, for the 8 KiB limit."""
+    if not s.fields:
+        return None, 0
+    value = json_format.MessageToDict(s)
+    return value, len(json.dumps(value, separators=(",", ":")).encode())

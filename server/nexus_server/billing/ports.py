@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from nexus_server.billing.catalog import Catalog
-from nexus_server.billing.provider import PaymentProvider
+from nexus_server.billing.provider import CreditsCheckout, PaymentProvider
 from nexus_server.db.uow import UnitOfWork
 
 
@@ -72,6 +72,9 @@ class Deps:
     grace: timedelta
     public_url: str  # default success, cancel and return URLs lead back here
     webhook_secrets: tuple[str, ...] = ()
+    # Credit purchases: Stripe (the same provider), Revolut Merchant, or None (local).
+    credits: CreditsCheckout | None = None
+    revolut_webhook_secrets: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from nexus_server.billing import rules, store
+from nexus_server.billing import ledger_store, rules, store
 from nexus_server.billing.ports import Deps
 from nexus_server.db.uow import UnitOfWork
 
@@ -33,7 +33,7 @@ class Revenue:
     end: datetime
     overage_minor: int
     add_on_mrr_minor: int = 0
-    credit_minor: int = 0  # credit purchases: the credits issue
+    credit_minor: int = 0  # credit packages paid in the window
 
 
 async def metrics(uow: UnitOfWork, deps: Deps, start: datetime, end: datetime) -> Revenue:
@@ -71,4 +71,5 @@ async def metrics(uow: UnitOfWork, deps: Deps, start: datetime, end: datetime) -
     )
     plans = [PlanRevenue(p.id, *counts[p.id]) for p in deps.catalog.plans]
     mrr = sum(p.mrr_minor for p in plans)
-    return Revenue(uow.clock.now(), mrr, paying, plans, start, end, overage, add_on_mrr)
+    credits = await ledger_store.purchases_paid_between(uow.session, start, end)
+    return Revenue(uow.clock.now(), mrr, paying, plans, start, end, overage, add_on_mrr, credits)

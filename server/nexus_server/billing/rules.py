@@ -12,6 +12,8 @@ import calendar
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+from nexus_server.common.validation import Violations
+
 MINOR = Decimal("0.01")
 
 # Nexus's statuses (Subscription.status). `suspended` is ours: dunning ran out.
@@ -108,3 +110,63 @@ def seats_for(members: int, included: int) -> int:
     """Seats a per-seat plan bills: one per member, at least the seats the price includes
     and at least one."""
     return max(members, included, 1)
+
+
+MILLION = 1_000_000
+
+
+def credits_for(
+    input_tokens: int, output_tokens: int, input_per_million: int, output_per_million: int
+) -> int:
+    """A model call's price in whole credits: exact integer arithmetic, rounded up once
+    (CreditRate's formula), so no call is ever free by rounding."""
+    total = input_tokens * input_per_million + output_tokens * output_per_million
+    return -(-total // MILLION)
+
+
+# --- what credit requests may carry ------------------------------------------------------------
+
+MAX_CREDITS = 1_000_000_000
+MAX_TOKENS = 1_000_000_000
+MAX_METADATA_BYTES = 8 * 1024
+
+
+def idempotency_key(value: str, field: str, bad: Violations) -> str:
+    if not value:
+        bad.add(field, "is required: 1 to 255 printable ASCII characters")
+    elif not (len(value) <= 255 and value.isascii() and value.isprintable()):
+        bad.add(field, "must be 1 to 255 printable ASCII characters")
+    return value
+
+
+def credit_amount(value: int, field: str, bad: Violations, *, lo: int = 1) -> int:
+    if not lo <= value <= MAX_CREDITS:
+        bad.add(field, f"must be from {lo:,} to {MAX_CREDITS:,} credits")
+    return value
+
+
+def note(value: str, field: str, bad: Violations, *, required: bool = False, limit: int = 500) -> str:
+    if required and not value.strip():
+        bad.add(field, f"is required: 1 to {limit} characters")
+    elif len(value) > limit or not value.isprintable():
+        bad.add(field, f"must be at most {limit} printable characters")
+    return value
+
+
+def metadata_size(serialised_bytes: int, field: str, bad: Violations) -> None:
+    if serialised_bytes > MAX_METADATA_BYTES:
+        bad.add(field, "must be at most 8 KiB once serialised as JSON")
+
+
+def model_usage(
+    provider: str, model: str, input_tokens: int, output_tokens: int, field: str, bad: Violations
+) -> None:
+    if not 0 < len(provider) <= 64 or provider != provider.lower() or not provider.isprintable():
+        bad.add(f"{field}.provider", "must be 1 to 64 lowercase characters")
+    if not 0 < len(model) <= 128 or not model.isprintable():
+        bad.add(f"{field}.model", "must be 1 to 128 printable characters")
+    for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if not 0 <= value <= MAX_TOKENS:
+            bad.add(f"{field}.{name}", f"must be from 0 to {MAX_TOKENS:,}")
+    if input_tokens <= 0 and output_tokens <= 0:
+        bad.add(f"{field}.input_tokens", "at least one of input_tokens and output_tokens must be positive")

@@ -1,5 +1,5 @@
 """BillingService: request -> domain -> workflow -> response, nothing else. The credit RPCs
-are the credits issue's and answer UNIMPLEMENTED until then."""
+are in credit_rpcs.py, mixed in."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from nexus.billing.v1.billing_service_pb2_grpc import BillingServiceServicer
 from nexus_server.app.context import AppContext
 from nexus_server.billing import add_ons, convert, cycle, revenue, selling, subscriptions, webhooks
 from nexus_server.billing import listing as lists
+from nexus_server.billing.credit_rpcs import CreditRpcs
 from nexus_server.billing.ports import Deps
 from nexus_server.billing.provider import ProviderError
 from nexus_server.billing.stripe_webhook import NotAnEvent, SignatureInvalid, verified_event
@@ -30,7 +31,6 @@ from nexus_server.common.errors import (
 )
 from nexus_server.common.ids import is_id
 from nexus_server.common.timestamps import to_datetime
-from nexus_server.common.unimplemented import UNIMPLEMENTED
 from nexus_server.common.validation import Violations
 from nexus_server.interceptors.call import ServicerContext, current_call
 
@@ -41,7 +41,7 @@ WEBHOOK_APPLY_SECONDS = 20.0
 log = logging.getLogger("nexus.billing")
 
 
-class BillingServicer(BillingServiceServicer):
+class BillingServicer(CreditRpcs, BillingServiceServicer):
     def __init__(self, ctx: AppContext, deps: Deps, redirect_hosts: tuple[str, ...]):
         self.ctx = ctx
         self.db = ctx.db
@@ -277,16 +277,6 @@ class BillingServicer(BillingServiceServicer):
         async with self.db.unit_of_work() as uow:
             view = await add_ons.set_price(uow, self.deps, current_call().tenant_id, request.add_on_id, price)
         return convert.tenant_add_on(view, currency)
-
-    # The credits issue's RPCs.
-    ListCreditPackages = UNIMPLEMENTED
-    PurchaseCredits = UNIMPLEMENTED
-    GetCreditBalance = UNIMPLEMENTED
-    ListCreditTransactions = UNIMPLEMENTED
-    ConsumeCredits = UNIMPLEMENTED
-    EstimateCredits = UNIMPLEMENTED
-    ListCreditRates = UNIMPLEMENTED
-    GrantCredits = UNIMPLEMENTED
 
 
 _OUTCOME = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from nexus_server.billing import rules, store
+from nexus_server.billing import ledger, rules, store
 from nexus_server.billing.ports import Deps
 from nexus_server.common.errors import NotFound
 from nexus_server.common.ids import new_id
@@ -148,7 +148,7 @@ async def start_paid(
     )
     row = await store.get_subscription(uow.session, subscription_id)
     assert row is not None
-    await _opened(uow, row)
+    await _opened(uow, deps, row)
     await _plan_in_force(uow, deps, row)
     await uow.append_event("subscription.created", event_body(row), tenant_id=row.tenant_id, subject=row.id)
     return row
@@ -175,7 +175,7 @@ async def apply(
     fresh = await store.get_subscription(uow.session, row.id)
     assert fresh is not None
     if (fresh.period_start, fresh.plan_id) != (row.period_start, row.plan_id):
-        await _opened(uow, fresh)
+        await _opened(uow, deps, fresh)
     if row.status == rules.SUSPENDED and fresh.status == rules.ACTIVE:
         await deps.tenants.reactivate_after_payment(uow, fresh.tenant_id)
     kind = "subscription.canceled" if fresh.status == rules.CANCELED else "subscription.updated"
@@ -203,9 +203,9 @@ async def _back_to_free(uow: UnitOfWork, deps: Deps, ended: store.SubscriptionRo
     await uow.append_event("subscription.created", event_body(row), tenant_id=row.tenant_id, subject=row.id)
 
 
-async def _opened(uow: UnitOfWork, row: store.SubscriptionRow) -> None:
-    """Remember the period the subscription entered, so its overage is billed once it ends."""
-    plan = row.plan_id
+async def _opened(uow: UnitOfWork, deps: Deps, row: store.SubscriptionRow) -> None:
+    """Remember the period the subscription entered, so its overage is billed once it ends,
+    and grant the plan's monthly credits for it, once (the ledger key names the period)."""
     await store.open_period(
         uow.session,
         {
@@ -213,9 +213,21 @@ async def _opened(uow: UnitOfWork, row: store.SubscriptionRow) -> None:
             "period_start": row.period_start,
             "period_end": row.period_end,
             "tenant_id": row.tenant_id,
-            "plan_id": plan,
+            "plan_id": row.plan_id,
         },
     )
+    plan = deps.catalog.plan(row.plan_id)
+    if plan is not None and plan.monthly_credits and row.status in (rules.ACTIVE, rules.TRIALING):
+        entry = ledger.Entry(
+            ledger.GRANT,
+            plan.monthly_credits,
+            f"monthly:{row.id}:{row.period_start:%Y%m%d}",
+            {"subscription": row.id, "period": row.period_start.isoformat()},
+            "system",
+            f"{plan.display_name} plan: credits for the period from {row.period_start:%d %b %Y}",
+            events=("credits.granted",),
+        )
+        await ledger.write(uow, deps.catalog, row.tenant_id, entry)
 
 
 async def _plan_in_force(uow: UnitOfWork, deps: Deps, row: store.SubscriptionRow) -> None:

@@ -167,3 +167,78 @@ billing_tenant_add_ons = Table(
     Column("price_minor", BigInteger, nullable=True),  # a platform admin's override
     Column("update_time", UtcDateTime(), nullable=False),
 )
+
+# --- credits ------------------------------------------------------------------------------------
+# A tenant's credit ledger: append-only transactions, and the balance kept beside them in the
+# same transaction as each entry, so the balance is always the ledger's sum. The balance row's
+# lock orders a tenant's ledger writes: each writer reads the balance it changes, so none can
+# take credits another already took, and the balance never goes below zero.
+
+credit_balances = Table(
+    "credit_balances",
+    metadata,
+    Column("tenant_id", String(40), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("last_transaction_id", String(40), nullable=True),
+    Column("low_balance_sent", Boolean, nullable=False),  # below the threshold, already told
+    Column("update_time", UtcDateTime(), nullable=False),
+)
+
+credit_transactions = Table(
+    "credit_transactions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),  # purchase consume grant refund expire reserve release
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("idempotency_key", String(300), nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # of the request, for IDEMPOTENCY_KEY_REUSED
+    Column("description", String(500), nullable=False),
+    Column("metadata", JSON, nullable=True),
+    Column("model_usage", JSON, nullable=True),  # provider, model, tokens and the rate it used
+    Column("credit_package_id", String(32), nullable=True),
+    Column("reservation_id", String(40), nullable=True),
+    Column("actor", String(64), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Index(None, "tenant_id", "idempotency_key", unique=True),
+    Index(None, "tenant_id", "id"),
+)
+
+credit_reservations = Table(
+    "credit_reservations",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # held | committed | released | expired
+    Column("consumed", BigInteger, nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("expire_time", UtcDateTime(), nullable=False),
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("settle_time", UtcDateTime(), nullable=True),
+    Column("balance_after", BigInteger, nullable=False),
+    Index(None, "state", "expire_time"),
+)
+
+# A credit purchase from PurchaseCredits to the payment that completes it; its provider
+# session (Stripe Checkout, Revolut order) is how a webhook finds it. The credits land as a
+# PURCHASE transaction whose idempotency key is the session id: once, however often told.
+credit_purchases = Table(
+    "credit_purchases",
+    metadata,
+    Column("id", String(40), primary_key=True),  # cpu_…
+    Column("tenant_id", String(40), nullable=False),
+    Column("provider", String(16), nullable=False),  # local | stripe | revolut
+    Column("session_id", String(255), nullable=False),
+    Column("credit_package_id", String(32), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),  # open | paid
+    Column("create_time", UtcDateTime(), nullable=False),
+    Column("paid_time", UtcDateTime(), nullable=True),
+    Index(None, "provider", "session_id", unique=True),
+    Index(None, "paid_time"),
+)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nexus_server.billing import dunning, invoices, rules, selling, store, subscriptions
+from nexus_server.billing import dunning, invoices, purchases, rules, selling, store, subscriptions
 from nexus_server.billing.ports import Deps
 from nexus_server.billing.provider import PaymentProvider, ProviderRejected, ProviderSubscription
 from nexus_server.common.errors import NotFound
@@ -67,8 +67,11 @@ async def _apply(
         return await _invoice(uow, deps, provider, _id(obj))
     if kind in CHECKOUT_EVENTS:
         checkout = await provider.get_checkout(_id(obj))
+        if checkout.mode == "payment":
+            settled = await purchases.settle(uow, deps, "stripe", checkout)
+            return {purchases.CREDITED: APPLIED, purchases.UNKNOWN: IGNORED}.get(settled, STALE)
         if checkout.mode != "subscription" or not checkout.subscription_id:
-            return IGNORED  # credit purchases: the credits issue
+            return IGNORED
         sub = await provider.get_subscription(checkout.subscription_id)
         if "tenant_id" not in sub.metadata and checkout.metadata.get("tenant_id"):
             sub = replace(sub, metadata={**sub.metadata, **checkout.metadata})

@@ -11,8 +11,9 @@ from nexus_server.app.context import AppContext
 from nexus_server.billing import catalog as catalogs
 from nexus_server.billing import cycle
 from nexus_server.billing.catalog import Catalog
+from nexus_server.billing.holds import HOLD_SWEEP_SECONDS, HoldSweep
 from nexus_server.billing.ports import Deps, Mail, Tenants, UsedBetween
-from nexus_server.billing.provider import PaymentProvider
+from nexus_server.billing.provider import CreditsCheckout, PaymentProvider
 from nexus_server.billing.seats import SeatSync
 from nexus_server.billing.service import BillingServicer
 from nexus_server.billing.terms import CatalogTerms, PlanOf
@@ -61,6 +62,14 @@ def build(
         log.info(
             "billing: no NEXUS_STRIPE_API_KEY, so the local payment provider (checkouts complete at once)"
         )
+    credits: CreditsCheckout | None = None
+    if settings.credits_provider == "stripe":
+        credits = provider  # config checked the key is set
+    elif settings.credits_provider == "revolut" and settings.revolut_api_key:
+        from nexus_server.billing.revolut_provider import RevolutProvider
+
+        credits = RevolutProvider(settings.revolut_api_key, api_base=settings.revolut_api_base)
+        log.info("credits: Revolut Merchant at %s", settings.revolut_api_base)
     deps = Deps(
         catalog=catalog,
         provider=provider,
@@ -70,6 +79,8 @@ def build(
         grace=settings.dunning_grace,
         public_url=settings.public_url,
         webhook_secrets=settings.stripe_webhook_secrets,
+        credits=credits,
+        revolut_webhook_secrets=settings.revolut_webhook_secrets,
     )
     public_host = (urlsplit(settings.public_url).hostname or "").lower()
     hosts = tuple(h for h in (public_host, *settings.billing_redirect_hosts) if h)
@@ -83,6 +94,8 @@ def build(
                 log.debug("billing cycle: another replica's run is under way")
 
         ctx.background.append(lambda: periodic.every("billing.cycle", interval, scheduled, logger=log))
+    sweep = HoldSweep(ctx.db, catalog)
+    ctx.background.append(lambda: periodic.every("credits.holds", HOLD_SWEEP_SECONDS, sweep.step, logger=log))
     seat_sync = SeatSync(ctx.db, deps, ctx.revocations)
     ctx.background.append(seat_sync.run)
     terms = CatalogTerms(catalog, ctx.revocations, plan_of)

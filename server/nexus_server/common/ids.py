@@ -22,6 +22,7 @@ PREFIXES = frozenset(
     {"usr", "ten", "ses", "evt", "sub", "whk", "inv", "txn", "rol", "grp", "req"}
     | {"ivt", "dlv", "rvk", "key"}
     | {"cs", "bps"}  # the local payment provider's checkout and portal sessions
+    | {"rsv", "cpu"}  # credit reservations and purchases
 )
 
 

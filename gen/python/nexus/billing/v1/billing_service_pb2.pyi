@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -1207,6 +1208,152 @@ class GrantCreditsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GrantCreditsResponse: _TypeAlias = GrantCreditsResponse  # noqa: Y015
+
+@_typing.final
+class ReserveCreditsRequest(_message.Message):
+    """The request for ReserveCredits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant whose credits to hold; must be the API key's own
+    tenant.
+    """
+    amount: _builtins.int
+    """The credits to hold, 1 to 1,000,000,000: the most the call can cost (for example
+    EstimateCredits for the prompt and the model's output limit).
+    """
+    idempotency_key: _builtins.str
+    """A key, 1 to 255 printable ASCII characters, unique per tenant for each distinct
+    reservation. A retry with the same key returns the first call's reservation; reusing
+    it for a different request is FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED).
+    """
+    description: _builtins.str
+    """A human-readable note for the ledger; optional, at most 500 characters."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the hold lasts before the server releases it, 1 second to 24 hours; unset
+        means 15 minutes.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        idempotency_key: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "description", b"description", "idempotency_key", b"idempotency_key", "tenant_id", b"tenant_id", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveCreditsRequest: _TypeAlias = ReserveCreditsRequest  # noqa: Y015
+
+@_typing.final
+class CommitReservationRequest(_message.Message):
+    """The request for CommitReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MODEL_USAGE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant; must be the API key's own tenant."""
+    reservation_id: _builtins.str
+    """The id (`rsv_…`) of the reservation to settle."""
+    amount: _builtins.int
+    """The call's actual cost in whole credits, 0 to the reservation's `amount`."""
+    @_builtins.property
+    def model_usage(self) -> _credit_rate_pb2.ModelUsage:
+        """The model usage the cost was priced from, if any, recorded on the CONSUME
+        transaction; when set and `amount` is 0, the rate table prices it (and it may not
+        exceed the hold).
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        reservation_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        model_usage: _credit_rate_pb2.ModelUsage | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model_usage", b"model_usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "model_usage", b"model_usage", "reservation_id", b"reservation_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CommitReservationRequest: _TypeAlias = CommitReservationRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseReservationRequest(_message.Message):
+    """The request for ReleaseReservation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant; must be the API key's own tenant."""
+    reservation_id: _builtins.str
+    """The id (`rsv_…`) of the reservation to release."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        reservation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reservation_id", b"reservation_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReservationRequest: _TypeAlias = ReleaseReservationRequest  # noqa: Y015
+
+@_typing.final
+class HandleRevolutWebhookResponse(_message.Message):
+    """The response of HandleRevolutWebhook. Any successful response tells Revolut the event
+    was received and must not be redelivered.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    event: _builtins.str
+    """The Revolut event, for example `ORDER_COMPLETED`."""
+    order_id: _builtins.str
+    """The Revolut order id the event names."""
+    outcome: Global___StripeEventOutcome.ValueType
+    """What Nexus did with the event."""
+    def __init__(
+        self,
+        *,
+        event: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        outcome: Global___StripeEventOutcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "order_id", b"order_id", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HandleRevolutWebhookResponse: _TypeAlias = HandleRevolutWebhookResponse  # noqa: Y015
 
 @_typing.final
 class HandleStripeWebhookResponse(_message.Message):

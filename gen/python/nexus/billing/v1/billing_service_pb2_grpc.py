@@ -159,6 +159,26 @@ class BillingServiceStub:
                 request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.GrantCreditsRequest.SerializeToString,
                 response_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.GrantCreditsResponse.FromString,
                 _registered_method=True)
+        self.ReserveCredits = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/ReserveCredits',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ReserveCreditsRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+                _registered_method=True)
+        self.CommitReservation = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/CommitReservation',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.CommitReservationRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+                _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/ReleaseReservation',
+                request_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+                _registered_method=True)
+        self.HandleRevolutWebhook = channel.unary_unary(
+                '/nexus.billing.v1.BillingService/HandleRevolutWebhook',
+                request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+                response_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.HandleRevolutWebhookResponse.FromString,
+                _registered_method=True)
         self.HandleStripeWebhook = channel.unary_unary(
                 '/nexus.billing.v1.BillingService/HandleStripeWebhook',
                 request_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
@@ -500,6 +520,71 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveCredits(self, request, context):
+        """Holds credits for an AI call whose cost is known only after it ends (a streamed
+        completion): takes `amount` (the estimated maximum) from the balance at once as a
+        RESERVE transaction and returns the reservation. Settle it with CommitReservation
+        or ReleaseReservation before `expire_time`, after which the server releases it. A
+        retry with the same `idempotency_key` returns the first call's reservation and holds
+        nothing more. Not in the API outline; added so that concurrent streamed calls can
+        never spend more than the balance.
+
+        Callable by API keys holding the `credits:consume` scope, for their own tenant.
+        Returns INVALID_ARGUMENT with field violations if a value is out of range;
+        FAILED_PRECONDITION (INSUFFICIENT_CREDITS) if the balance is smaller than `amount`,
+        and (IDEMPOTENCY_KEY_REUSED) if `idempotency_key` was used with a different request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitReservation(self, request, context):
+        """Settles a reservation with the call's actual cost: gives the hold back (RELEASE)
+        and takes `amount` (CONSUME) in one transaction, so the balance goes down by exactly
+        `amount`. Committing a committed reservation with the same amount returns it and
+        changes nothing.
+
+        Callable by API keys holding the `credits:consume` scope, for their own tenant.
+        Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+        INVALID_ARGUMENT with field violations if `amount` is negative or more than the
+        hold; FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was released, expired or
+        committed with another amount.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservation(self, request, context):
+        """Gives a reservation's whole hold back (the call was not made or failed).
+        Releasing a released reservation returns it and changes nothing.
+
+        Callable by API keys holding the `credits:consume` scope, for their own tenant.
+        Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+        FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was committed or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandleRevolutWebhook(self, request, context):
+        """Receives a Revolut Merchant webhook (the credits provider the AI-chat sub-project
+        uses). The request is the raw HTTP body, untouched: the `Revolut-Signature` and
+        `Revolut-Request-Timestamp` headers (forwarded by Envoy as gRPC metadata) are
+        verified over those exact bytes with the configured signing secrets. ORDER_COMPLETED
+        credits the purchase it names once, after re-reading the order from Revolut; other
+        events are acknowledged and ignored. Not in the API outline's table; listed there
+        as planned.
+
+        Callable without Nexus credentials; the signature authenticates the call. Returns
+        UNAUTHENTICATED (REVOLUT_SIGNATURE_INVALID) if a signature is missing, wrong or more
+        than 5 minutes old; INVALID_ARGUMENT (INVALID_REQUEST) if a correctly signed body is
+        not a Revolut event; FAILED_PRECONDITION (REVOLUT_NOT_CONFIGURED) if Revolut is not
+        the configured credits provider; UNAVAILABLE if the event could not be applied now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def HandleStripeWebhook(self, request, context):
         """Receives a Stripe webhook event. The request is the raw HTTP body, untouched,
         because the `Stripe-Signature` header (forwarded by Envoy as the gRPC
@@ -665,6 +750,26 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.GrantCredits,
                     request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.GrantCreditsRequest.FromString,
                     response_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.GrantCreditsResponse.SerializeToString,
+            ),
+            'ReserveCredits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveCredits,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ReserveCreditsRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.SerializeToString,
+            ),
+            'CommitReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitReservation,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.CommitReservationRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.SerializeToString,
+            ),
+            'HandleRevolutWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandleRevolutWebhook,
+                    request_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                    response_serializer=nexus_dot_billing_dot_v1_dot_billing__service__pb2.HandleRevolutWebhookResponse.SerializeToString,
             ),
             'HandleStripeWebhook': grpc.unary_unary_rpc_method_handler(
                     servicer.HandleStripeWebhook,
@@ -1264,6 +1369,114 @@ class BillingService:
             '/nexus.billing.v1.BillingService/GrantCredits',
             nexus_dot_billing_dot_v1_dot_billing__service__pb2.GrantCreditsRequest.SerializeToString,
             nexus_dot_billing_dot_v1_dot_billing__service__pb2.GrantCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveCredits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/ReserveCredits',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.ReserveCreditsRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/CommitReservation',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.CommitReservationRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/ReleaseReservation',
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.ReleaseReservationRequest.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_credit__pb2.CreditReservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandleRevolutWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nexus.billing.v1.BillingService/HandleRevolutWebhook',
+            google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            nexus_dot_billing_dot_v1_dot_billing__service__pb2.HandleRevolutWebhookResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -275,6 +275,55 @@ class BillingServiceStub:
     range; FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) if `idempotency_key`
     was used with a different request.
     """
+    ReserveCredits: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ReserveCreditsRequest, _credit_pb2.CreditReservation]
+    """Holds credits for an AI call whose cost is known only after it ends (a streamed
+    completion): takes `amount` (the estimated maximum) from the balance at once as a
+    RESERVE transaction and returns the reservation. Settle it with CommitReservation
+    or ReleaseReservation before `expire_time`, after which the server releases it. A
+    retry with the same `idempotency_key` returns the first call's reservation and holds
+    nothing more. Not in the API outline; added so that concurrent streamed calls can
+    never spend more than the balance.
+
+    Callable by API keys holding the `credits:consume` scope, for their own tenant.
+    Returns INVALID_ARGUMENT with field violations if a value is out of range;
+    FAILED_PRECONDITION (INSUFFICIENT_CREDITS) if the balance is smaller than `amount`,
+    and (IDEMPOTENCY_KEY_REUSED) if `idempotency_key` was used with a different request.
+    """
+    CommitReservation: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.CommitReservationRequest, _credit_pb2.CreditReservation]
+    """Settles a reservation with the call's actual cost: gives the hold back (RELEASE)
+    and takes `amount` (CONSUME) in one transaction, so the balance goes down by exactly
+    `amount`. Committing a committed reservation with the same amount returns it and
+    changes nothing.
+
+    Callable by API keys holding the `credits:consume` scope, for their own tenant.
+    Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+    INVALID_ARGUMENT with field violations if `amount` is negative or more than the
+    hold; FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was released, expired or
+    committed with another amount.
+    """
+    ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_billing_service_pb2.ReleaseReservationRequest, _credit_pb2.CreditReservation]
+    """Gives a reservation's whole hold back (the call was not made or failed).
+    Releasing a released reservation returns it and changes nothing.
+
+    Callable by API keys holding the `credits:consume` scope, for their own tenant.
+    Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+    FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was committed or expired.
+    """
+    HandleRevolutWebhook: _grpc.UnaryUnaryMultiCallable[_httpbody_pb2.HttpBody, _billing_service_pb2.HandleRevolutWebhookResponse]
+    """Receives a Revolut Merchant webhook (the credits provider the AI-chat sub-project
+    uses). The request is the raw HTTP body, untouched: the `Revolut-Signature` and
+    `Revolut-Request-Timestamp` headers (forwarded by Envoy as gRPC metadata) are
+    verified over those exact bytes with the configured signing secrets. ORDER_COMPLETED
+    credits the purchase it names once, after re-reading the order from Revolut; other
+    events are acknowledged and ignored. Not in the API outline's table; listed there
+    as planned.
+
+    Callable without Nexus credentials; the signature authenticates the call. Returns
+    UNAUTHENTICATED (REVOLUT_SIGNATURE_INVALID) if a signature is missing, wrong or more
+    than 5 minutes old; INVALID_ARGUMENT (INVALID_REQUEST) if a correctly signed body is
+    not a Revolut event; FAILED_PRECONDITION (REVOLUT_NOT_CONFIGURED) if Revolut is not
+    the configured credits provider; UNAVAILABLE if the event could not be applied now.
+    """
     HandleStripeWebhook: _grpc.UnaryUnaryMultiCallable[_httpbody_pb2.HttpBody, _billing_service_pb2.HandleStripeWebhookResponse]
     """Receives a Stripe webhook event. The request is the raw HTTP body, untouched,
     because the `Stripe-Signature` header (forwarded by Envoy as the gRPC
@@ -563,6 +612,55 @@ class BillingServiceAsyncStub(BillingServiceStub):
     field violations if `kind` is not GRANT or REFUND or a value is out of
     range; FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) if `idempotency_key`
     was used with a different request.
+    """
+    ReserveCredits: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ReserveCreditsRequest, _credit_pb2.CreditReservation]  # type: ignore[assignment]
+    """Holds credits for an AI call whose cost is known only after it ends (a streamed
+    completion): takes `amount` (the estimated maximum) from the balance at once as a
+    RESERVE transaction and returns the reservation. Settle it with CommitReservation
+    or ReleaseReservation before `expire_time`, after which the server releases it. A
+    retry with the same `idempotency_key` returns the first call's reservation and holds
+    nothing more. Not in the API outline; added so that concurrent streamed calls can
+    never spend more than the balance.
+
+    Callable by API keys holding the `credits:consume` scope, for their own tenant.
+    Returns INVALID_ARGUMENT with field violations if a value is out of range;
+    FAILED_PRECONDITION (INSUFFICIENT_CREDITS) if the balance is smaller than `amount`,
+    and (IDEMPOTENCY_KEY_REUSED) if `idempotency_key` was used with a different request.
+    """
+    CommitReservation: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.CommitReservationRequest, _credit_pb2.CreditReservation]  # type: ignore[assignment]
+    """Settles a reservation with the call's actual cost: gives the hold back (RELEASE)
+    and takes `amount` (CONSUME) in one transaction, so the balance goes down by exactly
+    `amount`. Committing a committed reservation with the same amount returns it and
+    changes nothing.
+
+    Callable by API keys holding the `credits:consume` scope, for their own tenant.
+    Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+    INVALID_ARGUMENT with field violations if `amount` is negative or more than the
+    hold; FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was released, expired or
+    committed with another amount.
+    """
+    ReleaseReservation: _aio.UnaryUnaryMultiCallable[_billing_service_pb2.ReleaseReservationRequest, _credit_pb2.CreditReservation]  # type: ignore[assignment]
+    """Gives a reservation's whole hold back (the call was not made or failed).
+    Releasing a released reservation returns it and changes nothing.
+
+    Callable by API keys holding the `credits:consume` scope, for their own tenant.
+    Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+    FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was committed or expired.
+    """
+    HandleRevolutWebhook: _aio.UnaryUnaryMultiCallable[_httpbody_pb2.HttpBody, _billing_service_pb2.HandleRevolutWebhookResponse]  # type: ignore[assignment]
+    """Receives a Revolut Merchant webhook (the credits provider the AI-chat sub-project
+    uses). The request is the raw HTTP body, untouched: the `Revolut-Signature` and
+    `Revolut-Request-Timestamp` headers (forwarded by Envoy as gRPC metadata) are
+    verified over those exact bytes with the configured signing secrets. ORDER_COMPLETED
+    credits the purchase it names once, after re-reading the order from Revolut; other
+    events are acknowledged and ignored. Not in the API outline's table; listed there
+    as planned.
+
+    Callable without Nexus credentials; the signature authenticates the call. Returns
+    UNAUTHENTICATED (REVOLUT_SIGNATURE_INVALID) if a signature is missing, wrong or more
+    than 5 minutes old; INVALID_ARGUMENT (INVALID_REQUEST) if a correctly signed body is
+    not a Revolut event; FAILED_PRECONDITION (REVOLUT_NOT_CONFIGURED) if Revolut is not
+    the configured credits provider; UNAVAILABLE if the event could not be applied now.
     """
     HandleStripeWebhook: _aio.UnaryUnaryMultiCallable[_httpbody_pb2.HttpBody, _billing_service_pb2.HandleStripeWebhookResponse]  # type: ignore[assignment]
     """Receives a Stripe webhook event. The request is the raw HTTP body, untouched,
@@ -975,6 +1073,79 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         field violations if `kind` is not GRANT or REFUND or a value is out of
         range; FAILED_PRECONDITION (IDEMPOTENCY_KEY_REUSED) if `idempotency_key`
         was used with a different request.
+        """
+
+    @_abc_1.abstractmethod
+    def ReserveCredits(
+        self,
+        request: _billing_service_pb2.ReserveCreditsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_pb2.CreditReservation, _abc.Awaitable[_credit_pb2.CreditReservation]]:
+        """Holds credits for an AI call whose cost is known only after it ends (a streamed
+        completion): takes `amount` (the estimated maximum) from the balance at once as a
+        RESERVE transaction and returns the reservation. Settle it with CommitReservation
+        or ReleaseReservation before `expire_time`, after which the server releases it. A
+        retry with the same `idempotency_key` returns the first call's reservation and holds
+        nothing more. Not in the API outline; added so that concurrent streamed calls can
+        never spend more than the balance.
+
+        Callable by API keys holding the `credits:consume` scope, for their own tenant.
+        Returns INVALID_ARGUMENT with field violations if a value is out of range;
+        FAILED_PRECONDITION (INSUFFICIENT_CREDITS) if the balance is smaller than `amount`,
+        and (IDEMPOTENCY_KEY_REUSED) if `idempotency_key` was used with a different request.
+        """
+
+    @_abc_1.abstractmethod
+    def CommitReservation(
+        self,
+        request: _billing_service_pb2.CommitReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_pb2.CreditReservation, _abc.Awaitable[_credit_pb2.CreditReservation]]:
+        """Settles a reservation with the call's actual cost: gives the hold back (RELEASE)
+        and takes `amount` (CONSUME) in one transaction, so the balance goes down by exactly
+        `amount`. Committing a committed reservation with the same amount returns it and
+        changes nothing.
+
+        Callable by API keys holding the `credits:consume` scope, for their own tenant.
+        Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+        INVALID_ARGUMENT with field violations if `amount` is negative or more than the
+        hold; FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was released, expired or
+        committed with another amount.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseReservation(
+        self,
+        request: _billing_service_pb2.ReleaseReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credit_pb2.CreditReservation, _abc.Awaitable[_credit_pb2.CreditReservation]]:
+        """Gives a reservation's whole hold back (the call was not made or failed).
+        Releasing a released reservation returns it and changes nothing.
+
+        Callable by API keys holding the `credits:consume` scope, for their own tenant.
+        Returns NOT_FOUND (RESOURCE_NOT_FOUND) if the reservation does not exist;
+        FAILED_PRECONDITION (RESERVATION_NOT_HELD) if it was committed or expired.
+        """
+
+    @_abc_1.abstractmethod
+    def HandleRevolutWebhook(
+        self,
+        request: _httpbody_pb2.HttpBody,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_service_pb2.HandleRevolutWebhookResponse, _abc.Awaitable[_billing_service_pb2.HandleRevolutWebhookResponse]]:
+        """Receives a Revolut Merchant webhook (the credits provider the AI-chat sub-project
+        uses). The request is the raw HTTP body, untouched: the `Revolut-Signature` and
+        `Revolut-Request-Timestamp` headers (forwarded by Envoy as gRPC metadata) are
+        verified over those exact bytes with the configured signing secrets. ORDER_COMPLETED
+        credits the purchase it names once, after re-reading the order from Revolut; other
+        events are acknowledged and ignored. Not in the API outline's table; listed there
+        as planned.
+
+        Callable without Nexus credentials; the signature authenticates the call. Returns
+        UNAUTHENTICATED (REVOLUT_SIGNATURE_INVALID) if a signature is missing, wrong or more
+        than 5 minutes old; INVALID_ARGUMENT (INVALID_REQUEST) if a correctly signed body is
+        not a Revolut event; FAILED_PRECONDITION (REVOLUT_NOT_CONFIGURED) if Revolut is not
+        the configured credits provider; UNAVAILABLE if the event could not be applied now.
         """
 
     @_abc_1.abstractmethod

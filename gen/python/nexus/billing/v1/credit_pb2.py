@@ -29,7 +29,7 @@ from google.type import money_pb2 as google_dot_type_dot_money__pb2
 from nexus.billing.v1 import credit_rate_pb2 as nexus_dot_billing_dot_v1_dot_credit__rate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnexus/billing/v1/credit.proto\x12\x10nexus.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\x1a\"nexus/billing/v1/credit_rate.proto\"\x98\x01\n\rCreditPackage\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63redits\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\'\n\x05price\x18\x05 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\"\x99\x01\n\rCreditBalance\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x62\x61lance\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13last_transaction_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xbf\x03\n\x11\x43reditTransaction\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x04kind\x18\x03 \x01(\x0e\x32\'.nexus.billing.v1.CreditTransactionKindB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61mount\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rbalance_after\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fidempotency_key\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x37\n\x0bmodel_usage\x18\t \x01(\x0b\x32\x1c.nexus.billing.v1.ModelUsageB\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x63redit_package_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xf6\x01\n\x15\x43reditTransactionKind\x12\'\n#CREDIT_TRANSACTION_KIND_UNSPECIFIED\x10\x00\x12$\n CREDIT_TRANSACTION_KIND_PURCHASE\x10\x01\x12#\n\x1f\x43REDIT_TRANSACTION_KIND_CONSUME\x10\x02\x12!\n\x1d\x43REDIT_TRANSACTION_KIND_GRANT\x10\x03\x12\"\n\x1e\x43REDIT_TRANSACTION_KIND_REFUND\x10\x04\x12\"\n\x1e\x43REDIT_TRANSACTION_KIND_EXPIRE\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnexus/billing/v1/credit.proto\x12\x10nexus.billing.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\x1a\"nexus/billing/v1/credit_rate.proto\"\x98\x01\n\rCreditPackage\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63redits\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\'\n\x05price\x18\x05 \x01(\x0b\x32\x12.google.type.MoneyB\x04\xe2\x41\x01\x03\"\x99\x01\n\rCreditBalance\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x62\x61lance\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12!\n\x13last_transaction_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xbf\x03\n\x11\x43reditTransaction\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x04kind\x18\x03 \x01(\x0e\x32\'.nexus.billing.v1.CreditTransactionKindB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61mount\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1b\n\rbalance_after\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fidempotency_key\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x37\n\x0bmodel_usage\x18\t \x01(\x0b\x32\x1c.nexus.billing.v1.ModelUsageB\x04\xe2\x41\x01\x03\x12\x1f\n\x11\x63redit_package_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x61\x63tor\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x8c\x03\n\x11\x43reditReservation\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61mount\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12=\n\x05state\x18\x04 \x01(\x0e\x32(.nexus.billing.v1.CreditReservationStateB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63onsumed\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fidempotency_key\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bsettle_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rbalance_after\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03*\xc0\x02\n\x15\x43reditTransactionKind\x12\'\n#CREDIT_TRANSACTION_KIND_UNSPECIFIED\x10\x00\x12$\n CREDIT_TRANSACTION_KIND_PURCHASE\x10\x01\x12#\n\x1f\x43REDIT_TRANSACTION_KIND_CONSUME\x10\x02\x12!\n\x1d\x43REDIT_TRANSACTION_KIND_GRANT\x10\x03\x12\"\n\x1e\x43REDIT_TRANSACTION_KIND_REFUND\x10\x04\x12\"\n\x1e\x43REDIT_TRANSACTION_KIND_EXPIRE\x10\x05\x12#\n\x1f\x43REDIT_TRANSACTION_KIND_RESERVE\x10\x06\x12#\n\x1f\x43REDIT_TRANSACTION_KIND_RELEASE\x10\x07*\xda\x01\n\x16\x43reditReservationState\x12(\n$CREDIT_RESERVATION_STATE_UNSPECIFIED\x10\x00\x12!\n\x1d\x43REDIT_RESERVATION_STATE_HELD\x10\x01\x12&\n\"CREDIT_RESERVATION_STATE_COMMITTED\x10\x02\x12%\n!CREDIT_RESERVATION_STATE_RELEASED\x10\x03\x12$\n CREDIT_RESERVATION_STATE_EXPIRED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,12 +78,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDITTRANSACTION'].fields_by_name['actor']._serialized_options = b'\342A\001\003'
   _globals['_CREDITTRANSACTION'].fields_by_name['create_time']._loaded_options = None
   _globals['_CREDITTRANSACTION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_CREDITTRANSACTIONKIND']._serialized_start=970
-  _globals['_CREDITTRANSACTIONKIND']._serialized_end=1216
+  _globals['_CREDITRESERVATION'].fields_by_name['id']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['amount']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['amount']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['state']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['consumed']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['consumed']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['settle_time']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['settle_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITRESERVATION'].fields_by_name['balance_after']._loaded_options = None
+  _globals['_CREDITRESERVATION'].fields_by_name['balance_after']._serialized_options = b'\342A\001\003'
+  _globals['_CREDITTRANSACTIONKIND']._serialized_start=1369
+  _globals['_CREDITTRANSACTIONKIND']._serialized_end=1689
+  _globals['_CREDITRESERVATIONSTATE']._serialized_start=1692
+  _globals['_CREDITRESERVATIONSTATE']._serialized_end=1910
   _globals['_CREDITPACKAGE']._serialized_start=209
   _globals['_CREDITPACKAGE']._serialized_end=361
   _globals['_CREDITBALANCE']._serialized_start=364
   _globals['_CREDITBALANCE']._serialized_end=517
   _globals['_CREDITTRANSACTION']._serialized_start=520
   _globals['_CREDITTRANSACTION']._serialized_end=967
+  _globals['_CREDITRESERVATION']._serialized_start=970
+  _globals['_CREDITRESERVATION']._serialized_end=1366
 # @@protoc_insertion_point(module_scope)

@@ -43,6 +43,15 @@ class _CreditTransactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     """Credits removed because they expired under the server's expiry policy, if
     one is configured.
     """
+    CREDIT_TRANSACTION_KIND_RESERVE: _CreditTransactionKind.ValueType  # 6
+    """Credits held by ReserveCredits for a call whose cost is known only when it ends;
+    negative. The hold leaves the balance at once, so nothing else can spend it.
+    """
+    CREDIT_TRANSACTION_KIND_RELEASE: _CreditTransactionKind.ValueType  # 7
+    """A hold given back, whole (ReleaseReservation, or the hold expired) or in part
+    (CommitReservation returns the hold and writes the actual cost as CONSUME);
+    positive.
+    """
 
 class CreditTransactionKind(_CreditTransactionKind, metaclass=_CreditTransactionKindEnumTypeWrapper):
     """CreditTransactionKind is why a credit transaction changed the balance."""
@@ -63,7 +72,48 @@ CREDIT_TRANSACTION_KIND_EXPIRE: CreditTransactionKind.ValueType  # 5
 """Credits removed because they expired under the server's expiry policy, if
 one is configured.
 """
+CREDIT_TRANSACTION_KIND_RESERVE: CreditTransactionKind.ValueType  # 6
+"""Credits held by ReserveCredits for a call whose cost is known only when it ends;
+negative. The hold leaves the balance at once, so nothing else can spend it.
+"""
+CREDIT_TRANSACTION_KIND_RELEASE: CreditTransactionKind.ValueType  # 7
+"""A hold given back, whole (ReleaseReservation, or the hold expired) or in part
+(CommitReservation returns the hold and writes the actual cost as CONSUME);
+positive.
+"""
 Global___CreditTransactionKind: _TypeAlias = CreditTransactionKind  # noqa: Y015
+
+class _CreditReservationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditReservationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditReservationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_RESERVATION_STATE_UNSPECIFIED: _CreditReservationState.ValueType  # 0
+    """Not set; never returned."""
+    CREDIT_RESERVATION_STATE_HELD: _CreditReservationState.ValueType  # 1
+    """The credits are held."""
+    CREDIT_RESERVATION_STATE_COMMITTED: _CreditReservationState.ValueType  # 2
+    """CommitReservation charged the actual cost and gave back the rest."""
+    CREDIT_RESERVATION_STATE_RELEASED: _CreditReservationState.ValueType  # 3
+    """ReleaseReservation gave the hold back."""
+    CREDIT_RESERVATION_STATE_EXPIRED: _CreditReservationState.ValueType  # 4
+    """The hold ran past `expire_time` and the server gave it back."""
+
+class CreditReservationState(_CreditReservationState, metaclass=_CreditReservationStateEnumTypeWrapper):
+    """CreditReservationState is where a credit reservation stands."""
+
+CREDIT_RESERVATION_STATE_UNSPECIFIED: CreditReservationState.ValueType  # 0
+"""Not set; never returned."""
+CREDIT_RESERVATION_STATE_HELD: CreditReservationState.ValueType  # 1
+"""The credits are held."""
+CREDIT_RESERVATION_STATE_COMMITTED: CreditReservationState.ValueType  # 2
+"""CommitReservation charged the actual cost and gave back the rest."""
+CREDIT_RESERVATION_STATE_RELEASED: CreditReservationState.ValueType  # 3
+"""ReleaseReservation gave the hold back."""
+CREDIT_RESERVATION_STATE_EXPIRED: CreditReservationState.ValueType  # 4
+"""The hold ran past `expire_time` and the server gave it back."""
+Global___CreditReservationState: _TypeAlias = CreditReservationState  # noqa: Y015
 
 @_typing.final
 class CreditPackage(_message.Message):
@@ -246,3 +296,74 @@ class CreditTransaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreditTransaction: _TypeAlias = CreditTransaction  # noqa: Y015
+
+@_typing.final
+class CreditReservation(_message.Message):
+    """A CreditReservation holds credits for an AI call whose cost is known only after it
+    streams: ReserveCredits takes an estimated maximum from the balance, then
+    CommitReservation charges the actual cost (at most the hold) and gives back the rest,
+    or ReleaseReservation gives back all of it. A hold not settled by `expire_time` is
+    released by the server. Every field is output only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CONSUMED_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    SETTLE_TIME_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The reservation's id: `rsv_` followed by base62, time-sortable."""
+    tenant_id: _builtins.str
+    """The id (`ten_…`) of the tenant whose credits are held."""
+    amount: _builtins.int
+    """The credits held; at least 1."""
+    state: Global___CreditReservationState.ValueType
+    """Where the reservation stands."""
+    consumed: _builtins.int
+    """The credits charged when it was committed; 0 until then, and for a released or
+    expired reservation.
+    """
+    idempotency_key: _builtins.str
+    """The idempotency key of the ReserveCredits call that made it."""
+    balance_after: _builtins.int
+    """The balance right after the last change the reservation made."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the hold is released if not settled."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was made."""
+
+    @_builtins.property
+    def settle_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was committed, released or expired; unset while HELD."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        state: Global___CreditReservationState.ValueType = ...,
+        consumed: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        settle_time: _timestamp_pb2.Timestamp | None = ...,
+        balance_after: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "settle_time", b"settle_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "consumed", b"consumed", "create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "idempotency_key", b"idempotency_key", "settle_time", b"settle_time", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditReservation: _TypeAlias = CreditReservation  # noqa: Y015

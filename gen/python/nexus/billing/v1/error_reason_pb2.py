@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nexus/billing/v1/error_reason.proto\x12\x10nexus.billing.v1*\xbe\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14INSUFFICIENT_CREDITS\x10\x01\x12\x14\n\x10MODEL_NOT_PRICED\x10\x02\x12\x17\n\x13PLAN_NOT_SELF_SERVE\x10\x03\x12\x1c\n\x18PAID_SUBSCRIPTION_EXISTS\x10\x04\x12\x1b\n\x17PAYMENT_METHOD_REQUIRED\x10\x05\x12\x1b\n\x17\x42ILLING_ACCOUNT_MISSING\x10\x06\x12\x1b\n\x17SUBSCRIPTION_NOT_ACTIVE\x10\x07\x12\x1c\n\x18\x46REE_PLAN_NOT_CANCELABLE\x10\x08\x12\x1c\n\x18REDIRECT_URL_NOT_ALLOWED\x10\t\x12\x1c\n\x18STRIPE_SIGNATURE_INVALID\x10\n\x12\x19\n\x15STRIPE_NOT_CONFIGURED\x10\x0b\x12 \n\x1cPAYMENT_PROVIDER_UNAVAILABLE\x10\x0c\x12\x1d\n\x19PAYMENT_PROVIDER_REJECTED\x10\r\x12\x1d\n\x19\x42ILLING_CYCLE_IN_PROGRESS\x10\x0e\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#nexus/billing/v1/error_reason.proto\x12\x10nexus.billing.v1*\x93\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14INSUFFICIENT_CREDITS\x10\x01\x12\x14\n\x10MODEL_NOT_PRICED\x10\x02\x12\x17\n\x13PLAN_NOT_SELF_SERVE\x10\x03\x12\x1c\n\x18PAID_SUBSCRIPTION_EXISTS\x10\x04\x12\x1b\n\x17PAYMENT_METHOD_REQUIRED\x10\x05\x12\x1b\n\x17\x42ILLING_ACCOUNT_MISSING\x10\x06\x12\x1b\n\x17SUBSCRIPTION_NOT_ACTIVE\x10\x07\x12\x1c\n\x18\x46REE_PLAN_NOT_CANCELABLE\x10\x08\x12\x1c\n\x18REDIRECT_URL_NOT_ALLOWED\x10\t\x12\x1c\n\x18STRIPE_SIGNATURE_INVALID\x10\n\x12\x19\n\x15STRIPE_NOT_CONFIGURED\x10\x0b\x12 \n\x1cPAYMENT_PROVIDER_UNAVAILABLE\x10\x0c\x12\x1d\n\x19PAYMENT_PROVIDER_REJECTED\x10\r\x12\x1d\n\x19\x42ILLING_CYCLE_IN_PROGRESS\x10\x0e\x12\x18\n\x14RESERVATION_NOT_HELD\x10\x0f\x12\x1d\n\x19REVOLUT_SIGNATURE_INVALID\x10\x10\x12\x1a\n\x16REVOLUT_NOT_CONFIGURED\x10\x11\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nexus.billing.v1.error_reas
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=58
-  _globals['_ERRORREASON']._serialized_end=504
+  _globals['_ERRORREASON']._serialized_end=589
 # @@protoc_insertion_point(module_scope)

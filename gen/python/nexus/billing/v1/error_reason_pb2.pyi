@@ -96,6 +96,21 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """RunBillingCycle was called while another run is still in progress on some
     replica; retry after it finishes. Status ABORTED.
     """
+    RESERVATION_NOT_HELD: _ErrorReason.ValueType  # 15
+    """CommitReservation or ReleaseReservation was called for a reservation that no longer
+    holds credits (released, expired, or committed with another amount);
+    `ErrorInfo.metadata.state` names its state. Status FAILED_PRECONDITION.
+    """
+    REVOLUT_SIGNATURE_INVALID: _ErrorReason.ValueType  # 16
+    """The `Revolut-Signature` or `Revolut-Request-Timestamp` metadata of a
+    HandleRevolutWebhook call is missing, does not match the raw body under a configured
+    signing secret, or is more than 5 minutes from the server's clock.
+    Status UNAUTHENTICATED.
+    """
+    REVOLUT_NOT_CONFIGURED: _ErrorReason.ValueType  # 17
+    """HandleRevolutWebhook was called on a server whose credits provider is not Revolut.
+    Status FAILED_PRECONDITION.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason lists the reasons that only BillingService returns, in
@@ -179,5 +194,20 @@ provider's error code. Status FAILED_PRECONDITION.
 BILLING_CYCLE_IN_PROGRESS: ErrorReason.ValueType  # 14
 """RunBillingCycle was called while another run is still in progress on some
 replica; retry after it finishes. Status ABORTED.
+"""
+RESERVATION_NOT_HELD: ErrorReason.ValueType  # 15
+"""CommitReservation or ReleaseReservation was called for a reservation that no longer
+holds credits (released, expired, or committed with another amount);
+`ErrorInfo.metadata.state` names its state. Status FAILED_PRECONDITION.
+"""
+REVOLUT_SIGNATURE_INVALID: ErrorReason.ValueType  # 16
+"""The `Revolut-Signature` or `Revolut-Request-Timestamp` metadata of a
+HandleRevolutWebhook call is missing, does not match the raw body under a configured
+signing secret, or is more than 5 minutes from the server's clock.
+Status UNAUTHENTICATED.
+"""
+REVOLUT_NOT_CONFIGURED: ErrorReason.ValueType  # 17
+"""HandleRevolutWebhook was called on a server whose credits provider is not Revolut.
+Status FAILED_PRECONDITION.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
