@@ -392,3 +392,60 @@ async def test_credits_audit_finds_every_balance_equal_to_its_ledger(
         await uow.session.execute(
             credit_balances.update().where(credit_balances.c.tenant_id == tenant_id).values(balance=10)
         )
+
+
+async def test_a_plans_monthly_credits_are_granted_once_for_each_period(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel
+) -> None:
+    srv = server[0]
+    owner, tenant_id, md = await _tenant(srv, channel)
+    stub = rpc.BillingServiceStub(channel)
+    await stub.CreateCheckoutSession(
+        pb.CreateCheckoutSessionRequest(tenant_id=tenant_id, plan_id="pro"),
+        metadata=owner.metadata(tenant_id),
+    )
+    await stub.ChangePlan(  # the same period: nothing more is granted
+        pb.ChangePlanRequest(tenant_id=tenant_id, plan_id="pro", seats=3), metadata=owner.metadata(tenant_id)
+    )
+    listed = await stub.ListCreditTransactions(
+        pb.ListCreditTransactionsRequest(tenant_id=tenant_id, kind=K.CREDIT_TRANSACTION_KIND_GRANT),
+        metadata=md,
+    )
+    assert [(t.amount, t.actor) for t in listed.credit_transactions] == [(5_000, "system")]
+    assert (
+        await stub.GetCreditBalance(pb.GetCreditBalanceRequest(tenant_id=tenant_id), metadata=md)
+    ).balance == 5_000
+
+
+async def test_transactions_page_newest_first_with_tokens_bound_to_the_filter(
+    server: tuple[NexusServer, int], channel: grpc.aio.Channel
+) -> None:
+    srv = server[0]
+    _, tenant_id, md = await _tenant(srv, channel)
+    admin = await platform_admin(srv, channel)
+    stub = rpc.BillingServiceStub(channel)
+    await _grant(stub, admin, tenant_id, 100, "seed")
+    for i in range(4):
+        await stub.ConsumeCredits(
+            pb.ConsumeCreditsRequest(tenant_id=tenant_id, amount=i + 1, idempotency_key=f"k{i}"), metadata=md
+        )
+    seen: list[int] = []
+    token = ""
+    while True:
+        page = await stub.ListCreditTransactions(
+            pb.ListCreditTransactionsRequest(tenant_id=tenant_id, page_size=2, page_token=token), metadata=md
+        )
+        seen += [t.amount for t in page.credit_transactions]
+        token = page.next_page_token
+        if not token:
+            break
+        last = token
+    assert seen == [-4, -3, -2, -1, 100]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListCreditTransactions(
+            pb.ListCreditTransactionsRequest(
+                tenant_id=tenant_id, page_token=last, kind=K.CREDIT_TRANSACTION_KIND_GRANT
+            ),
+            metadata=md,
+        )
+    assert reason(caught.value) == "PAGE_TOKEN_INVALID"

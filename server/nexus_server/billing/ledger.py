@@ -136,6 +136,12 @@ async def write(
             ],
         )
     transaction_id = new_id("txn", at=now)
+    step = now
+    while balance.last_transaction_id and transaction_id <= balance.last_transaction_id:
+        # Ids order the ledger (ListCreditTransactions pages by them): within one millisecond
+        # the random part would not, so a later entry takes the next millisecond's id.
+        step += timedelta(milliseconds=1)
+        transaction_id = new_id("txn", at=step)
     await store.insert_transaction(
         uow.session,
         {
