@@ -3,6 +3,7 @@ other half (mixed into BillingServicer, which supplies `db` and `deps`)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from google.api import httpbody_pb2
@@ -18,6 +19,7 @@ from nexus_server.common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    NexusError,
     NotFound,
     Unauthenticated,
     Unavailable,
@@ -29,6 +31,7 @@ from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.interceptors.call import ServicerContext, current_call
 
 MAX_QUANTITY = 100
+log = logging.getLogger("nexus.billing")
 MAX_HOLD = timedelta(hours=24)
 GRANT_KINDS = {
     credit_pb2.CREDIT_TRANSACTION_KIND_GRANT: ledger.GRANT,
@@ -312,6 +315,12 @@ class CreditRpcs:
                     f"could not re-read the order from Revolut ({error}); Revolut will retry",
                     reason="PAYMENT_PROVIDER_UNAVAILABLE",
                 ) from error
+            except NexusError:
+                raise
+            except Exception as error:
+                # Nothing was credited (the transaction rolled back); Revolut retries a non-2xx.
+                log.exception("Revolut event for order %s could not be applied", order_id)
+                raise Unavailable("the event could not be applied now; Revolut will retry") from error
             outcome = {
                 purchases.CREDITED: pb.STRIPE_EVENT_OUTCOME_APPLIED,
                 purchases.ALREADY: pb.STRIPE_EVENT_OUTCOME_DUPLICATE,
