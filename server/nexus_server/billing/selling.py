@@ -12,8 +12,6 @@ interleaving with the change.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 
 from nexus_server.billing import invoices, rules, store, subscriptions, sync
 from nexus_server.billing.catalog import Plan
+from nexus_server.billing.ledger import fingerprint
 from nexus_server.billing.ports import Deps
 from nexus_server.billing.provider import (
     CheckoutRequest,
@@ -140,10 +139,6 @@ def provider_failure(error: ProviderError) -> Exception:
 # --- idempotent requests ----------------------------------------------------------------------
 
 
-def _fingerprint(request: Any) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
-
-
 async def remembered(
     uow: UnitOfWork, tenant_id: str, rpc: str, key: str, request: Any
 ) -> dict[str, Any] | None:
@@ -154,8 +149,8 @@ async def remembered(
     found = await store.get_request(uow.session, tenant_id, rpc, key, uow.clock.now() - IDEMPOTENCY_WINDOW)
     if found is None:
         return None
-    fingerprint, response = found
-    if fingerprint != _fingerprint(request):
+    stored, response = found
+    if stored != fingerprint(request):
         raise FailedPrecondition(
             f"idempotency key {key!r} was used with a different request", reason="IDEMPOTENCY_KEY_REUSED"
         )
@@ -167,7 +162,7 @@ async def remember(
 ) -> None:
     if key:
         await store.put_request(
-            uow.session, tenant_id, rpc, key, _fingerprint(request), response, uow.clock.now()
+            uow.session, tenant_id, rpc, key, fingerprint(request), response, uow.clock.now()
         )
 
 
