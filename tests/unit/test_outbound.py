@@ -30,6 +30,12 @@ from nexus_server.common import outbound
         "https://[::ffff:127.0.0.1]/",
         "https://[fd00::1]/",
         "https://localhost/",
+        "https://127.0.0.1./",
+        "https://\uff11\uff12\uff17.0.0.1/",
+        "https://%31%32%37.0.0.1/",
+        "https://192.0.0.8/",
+        "https://[3fff::1]/",
+        "https://10.1/",
         "ftp://example.com/",
     ],
 )
@@ -85,3 +91,9 @@ async def test_the_development_setting_allows_private_resolutions() -> None:
     assert await outbound.resolve_public("db", 5432, allow_private=True, resolver=_resolver("10.0.0.5")) == [
         "10.0.0.5"
     ]
+
+
+async def test_names_idna_cannot_encode_are_refused_not_crashed_on() -> None:
+    for host in ("x" * 64 + ".example", "a..b"):
+        with pytest.raises(outbound.UrlNotAllowed):
+            await outbound.resolve_public(host, 443, allow_private=False)

@@ -62,3 +62,16 @@ def test_our_verify_accepts_ours_and_refuses_stale_or_tampered() -> None:
         signing.verify(headers, BODY + b" ", [secret], now=now)
     with pytest.raises(signing.SignatureInvalid):
         signing.verify({**headers, "webhook-timestamp": "soon"}, BODY, [secret], now=now)
+
+
+def test_odd_signature_headers_are_refused_not_crashed_on() -> None:
+    secret = signing.new_secret()
+    now = int(time.time())
+    headers = signing.sign("evt_5", now, BODY, [secret])
+    for changed in ({"webhook-signature": "v1,\u00e9"}, {"webhook-timestamp": " +1"}):
+        with pytest.raises(signing.SignatureInvalid):
+            signing.verify({**headers, **changed}, BODY, [secret], now=now)
+    with pytest.raises(ValueError):
+        signing.verify(headers, BODY, [], now=now)
+    with pytest.raises(ValueError):
+        signing.sign("evt\r\nx: y", now, BODY, [secret])

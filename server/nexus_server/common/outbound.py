@@ -25,8 +25,20 @@ from urllib.parse import SplitResult, urlsplit
 
 MAX_URL = 2048
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not global, not "private"
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+# Refused whatever the Python patch level's `is_global` table says (older ones miss some).
+_NOT_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT
+        "192.0.0.0/24",  # IETF protocol assignments
+        "198.18.0.0/15",  # benchmarking
+        "64:ff9b::/96",  # NAT64: refused, though it may embed a public address (safe side)
+        "64:ff9b:1::/48",
+        "2001:db8::/32",
+        "3fff::/20",  # documentation (2024)
+    )
+)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -44,7 +56,7 @@ def is_public(address: Address) -> bool:
             return is_public(embedded)
         if address.packed[:12] == bytes(12):  # IPv4-compatible ::a.b.c.d (deprecated)
             return is_public(ipaddress.IPv4Address(address.packed[12:]))
-    if isinstance(address, ipaddress.IPv4Address) and (address in _SHARED or address in _THIS_NETWORK):
+    if any(address.version == n.version and address in n for n in _NOT_PUBLIC):
         return False
     return bool(
         address.is_global
@@ -77,9 +89,12 @@ def check_url(url: str, *, allow_private: bool) -> SplitResult:
         raise UrlNotAllowed("the URL must be https")
     if "@" in parts.netloc:
         raise UrlNotAllowed("the URL must not carry credentials")
-    host = parts.hostname or ""
+    host = (parts.hostname or "").rstrip(".")
     if not host:
         raise UrlNotAllowed("the URL has no host")
+    if not host.isascii() or "%" in host:
+        # Fullwidth digits and escapes are read as an address by some resolvers: ask for IDNA.
+        raise UrlNotAllowed("the URL's host must be ASCII (IDNA for international names)")
     try:
         port = parts.port
     except ValueError:
@@ -87,6 +102,8 @@ def check_url(url: str, *, allow_private: bool) -> SplitResult:
     if port is not None and not 1 <= port <= 65535:
         raise UrlNotAllowed("the URL's port is not a number from 1 to 65535")
     address = literal_address(host)
+    if address is None and host.rsplit(".", 1)[-1].isdigit():
+        raise UrlNotAllowed("the URL's host is neither a name nor an address")
     if address is not None and not allow_private and not is_public(address):
         raise UrlNotAllowed("the URL points at a private, loopback or link-local address")
     if not allow_private and (host == "localhost" or host.endswith(".localhost")):
@@ -96,7 +113,7 @@ def check_url(url: str, *, allow_private: bool) -> SplitResult:
 
 async def _system_resolver(host: str, port: int) -> list[str]:
     infos: list[Any] = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # the resolver's order, once each
 
 
 async def resolve_public(
@@ -106,7 +123,7 @@ async def resolve_public(
     addresses is not public (unless private targets are allowed)."""
     try:
         found = await (resolver or _system_resolver)(host, port)
-    except OSError:
+    except (OSError, UnicodeError):  # idna refuses empty or over-long labels
         raise UrlNotAllowed("the host does not resolve") from None
     if not found:
         raise UrlNotAllowed("the host does not resolve")

@@ -57,6 +57,8 @@ def sign(message_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -
     """The three headers for `body`, signed by each secret in order (current first)."""
     if not secrets:
         raise ValueError("at least one signing secret is needed")
+    if not message_id or not message_id.isprintable() or not message_id.isascii():
+        raise ValueError("a webhook id is printable ASCII: it goes into a header")
     signatures = " ".join(_signature(secret_key(s), message_id, timestamp, body) for s in secrets)
     return {"webhook-id": message_id, "webhook-timestamp": str(timestamp), "webhook-signature": signatures}
 
@@ -71,19 +73,22 @@ def verify(
 ) -> str:
     """The message id, once one signature matches one secret and the timestamp is within
     `tolerance` seconds of `now` (what `nexus webhooks listen` checks)."""
+    if not secrets:
+        raise ValueError("at least one signing secret is needed")  # a configuration mistake
     lowered = {k.lower(): v for k, v in headers.items()}
     message_id = lowered.get("webhook-id", "")
-    try:
-        timestamp = int(lowered.get("webhook-timestamp", ""))
-    except ValueError:
-        raise SignatureInvalid("webhook-timestamp is missing or not a number") from None
+    raw = lowered.get("webhook-timestamp", "")
+    if not (raw.isascii() and raw.isdigit()):
+        raise SignatureInvalid("webhook-timestamp is missing or not a number")
+    timestamp = int(raw)
     if not message_id:
         raise SignatureInvalid("webhook-id is missing")
     if abs(now - timestamp) > tolerance:
         raise SignatureInvalid("webhook-timestamp is too far from now")
-    offered = lowered.get("webhook-signature", "").split()
+    # Compared as bytes: compare_digest refuses non-ASCII str, and a header may carry any.
+    offered = [c.encode("utf-8", "replace") for c in lowered.get("webhook-signature", "").split()]
     for secret in secrets:
-        expected = _signature(secret_key(secret), message_id, timestamp, body)
+        expected = _signature(secret_key(secret), message_id, timestamp, body).encode()
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return message_id
     raise SignatureInvalid("no signature matches a configured secret")
