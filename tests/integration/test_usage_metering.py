@@ -68,6 +68,18 @@ def key_id() -> str:
     return "eco_api_" + random_base62(22)
 
 
+class _TimedCall(Call):
+    """A call that took exactly `seconds`: measuring from `started` would add however long
+    the test took to hand it to the meter, enough on a loaded machine to move a 3 ms call
+    out of its latency bucket."""
+
+    __slots__ = ("_seconds",)
+    _seconds: float
+
+    def elapsed(self) -> float:
+        return self._seconds
+
+
 def call(
     tenant_id: str,
     subject: str,
@@ -78,7 +90,8 @@ def call(
     callers: bool = True,
 ) -> Call:
     kind = PrincipalKind.API_KEY if subject.startswith("eco_api_") else PrincipalKind.USER
-    c = Call(method, None, {})
+    c = _TimedCall(method, None, {})
+    c._seconds = seconds
     c.started = time.perf_counter() - seconds
     c.code = code
     c.principal = Principal(kind, subject, tenant_id=tenant_id)
