@@ -202,7 +202,7 @@ class CreditRpcs:
                 bad.add("credit_package_id", "is required")
             selling.redirect_url(request.success_url, "success_url", self.redirect_hosts, bad)
             selling.redirect_url(request.cancel_url, "cancel_url", self.redirect_hosts, bad)
-            selling.idempotency_key(request.idempotency_key, "idempotency_key", bad)
+            rules.idempotency_key(request.idempotency_key, "idempotency_key", bad, required=False)
         package = self.deps.catalog.credit_package(request.credit_package_id)
         if package is None:
             raise NotFound(f"credit package {request.credit_package_id!r} does not exist")

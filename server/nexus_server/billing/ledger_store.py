@@ -5,13 +5,14 @@ No rule here; ledger.py decides. Every writer locks the tenant's balance row fir
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nexus_server.billing.store import row_of
 from nexus_server.billing.tables import (
     credit_balances,
     credit_purchases,
@@ -78,10 +79,6 @@ class PurchaseRow:
     paid_time: datetime | None
 
 
-def _row(cls: Any, r: Any) -> Any:
-    return cls(**{f.name: getattr(r, f.name) for f in fields(cls)})
-
-
 async def lock_balance(session: AsyncSession, tenant_id: str, now: datetime) -> BalanceRow:
     """The tenant's balance row, made at 0 on first use, locked until the transaction ends."""
     insert = insert_for(session)
@@ -93,7 +90,7 @@ async def lock_balance(session: AsyncSession, tenant_id: str, now: datetime) -> 
         .on_conflict_do_nothing()
     )
     query = select(credit_balances).where(credit_balances.c.tenant_id == tenant_id).with_for_update()
-    row: BalanceRow = _row(BalanceRow, (await session.execute(query)).one())
+    row: BalanceRow = row_of(BalanceRow, (await session.execute(query)).one())
     return row
 
 
@@ -101,7 +98,7 @@ async def get_balance(session: AsyncSession, tenant_id: str) -> BalanceRow | Non
     r = (
         await session.execute(select(credit_balances).where(credit_balances.c.tenant_id == tenant_id))
     ).first()
-    return _row(BalanceRow, r) if r is not None else None
+    return row_of(BalanceRow, r) if r is not None else None
 
 
 async def set_balance(session: AsyncSession, tenant_id: str, values: Mapping[str, Any]) -> None:
@@ -117,7 +114,7 @@ async def transaction_by_key(session: AsyncSession, tenant_id: str, key: str) ->
             select(credit_transactions).where(t.tenant_id == tenant_id, t.idempotency_key == key)
         )
     ).first()
-    return _row(TransactionRow, r) if r is not None else None
+    return row_of(TransactionRow, r) if r is not None else None
 
 
 async def insert_transaction(session: AsyncSession, values: Mapping[str, Any]) -> None:
@@ -145,7 +142,7 @@ async def list_transactions(
     if before_id is not None:
         query = query.where(t.id < before_id)
     query = query.order_by(t.id.desc()).limit(limit)
-    return [_row(TransactionRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(TransactionRow, r) for r in (await session.execute(query)).all()]
 
 
 async def ledger_disagreements(session: AsyncSession) -> list[tuple[str, int, int]]:
@@ -191,7 +188,7 @@ async def get_reservation(
             select(credit_reservations).where(t.id == reservation_id, t.tenant_id == tenant_id)
         )
     ).first()
-    return _row(ReservationRow, r) if r is not None else None
+    return row_of(ReservationRow, r) if r is not None else None
 
 
 async def update_reservation(session: AsyncSession, reservation_id: str, values: Mapping[str, Any]) -> None:
@@ -223,7 +220,7 @@ async def purchase_by_session(session: AsyncSession, provider: str, session_id: 
     t = credit_purchases.c
     query = select(credit_purchases).where(t.provider == provider, t.session_id == session_id)
     r = (await session.execute(query)).first()
-    return _row(PurchaseRow, r) if r is not None else None
+    return row_of(PurchaseRow, r) if r is not None else None
 
 
 async def mark_purchase_paid(session: AsyncSession, purchase_id: str, now: datetime) -> None:

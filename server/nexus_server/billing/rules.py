@@ -131,9 +131,12 @@ MAX_TOKENS = 1_000_000_000
 MAX_METADATA_BYTES = 8 * 1024
 
 
-def idempotency_key(value: str, field: str, bad: Violations) -> str:
+def idempotency_key(value: str, field: str, bad: Violations, *, required: bool = True) -> str:
+    """A key that makes retries safe; optional on the RPCs where an empty key means "every
+    call is new" (checkout, ChangePlan, PurchaseCredits)."""
     if not value:
-        bad.add(field, "is required: 1 to 255 printable ASCII characters")
+        if required:
+            bad.add(field, "is required: 1 to 255 printable ASCII characters")
     elif not (len(value) <= 255 and value.isascii() and value.isprintable()):
         bad.add(field, "must be 1 to 255 printable ASCII characters")
     return value

@@ -70,12 +70,6 @@ def redirect_url(value: str, field: str, allowed_hosts: tuple[str, ...], bad: Vi
     return value
 
 
-def idempotency_key(value: str, field: str, bad: Violations) -> str:
-    if value and not (len(value) <= 255 and value.isascii() and value.isprintable()):
-        bad.add(field, "must be 1 to 255 printable ASCII characters")
-    return value
-
-
 def seats_in_range(value: int, field: str, bad: Violations) -> int:
     if value != 0 and not 1 <= value <= MAX_SEATS:
         bad.add(field, f"must be from 1 to {MAX_SEATS:,}, or 0 for the default")

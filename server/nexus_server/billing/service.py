@@ -14,7 +14,7 @@ from nexus.billing.v1 import add_on_pb2, revenue_pb2, subscription_pb2
 from nexus.billing.v1 import billing_service_pb2 as pb
 from nexus.billing.v1.billing_service_pb2_grpc import BillingServiceServicer
 from nexus_server.app.context import AppContext
-from nexus_server.billing import add_ons, convert, cycle, revenue, selling, subscriptions, webhooks
+from nexus_server.billing import add_ons, convert, cycle, revenue, rules, selling, subscriptions, webhooks
 from nexus_server.billing import listing as lists
 from nexus_server.billing.credit_rpcs import CreditRpcs
 from nexus_server.billing.ports import Deps
@@ -72,7 +72,7 @@ class BillingServicer(CreditRpcs, BillingServiceServicer):
             selling.seats_in_range(request.seats, "seats", bad)
             selling.redirect_url(request.success_url, "success_url", self.redirect_hosts, bad)
             selling.redirect_url(request.cancel_url, "cancel_url", self.redirect_hosts, bad)
-            selling.idempotency_key(request.idempotency_key, "idempotency_key", bad)
+            rules.idempotency_key(request.idempotency_key, "idempotency_key", bad, required=False)
         plan = selling.self_serve(plan, request.plan_id)
         async with self.db.unit_of_work() as uow:
             session = await selling.checkout(
@@ -106,7 +106,7 @@ class BillingServicer(CreditRpcs, BillingServiceServicer):
         with Violations() as bad:
             plan = selling.paid_plan(self.deps, request.plan_id, "plan_id", bad)
             selling.seats_in_range(request.seats, "seats", bad)
-            selling.idempotency_key(request.idempotency_key, "idempotency_key", bad)
+            rules.idempotency_key(request.idempotency_key, "idempotency_key", bad, required=False)
         plan = selling.self_serve(plan, request.plan_id)
         tenant_id = current_call().tenant_id
         async with self.db.unit_of_work() as uow:

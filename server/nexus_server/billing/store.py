@@ -131,7 +131,8 @@ async def _inserted(session: AsyncSession, statement: Any) -> bool:
     return (await session.execute(statement)).first() is not None
 
 
-def _row(cls: Any, r: Any) -> Any:
+def row_of(cls: Any, r: Any) -> Any:
+    """A result row as the frozen dataclass `cls` (its fields by name)."""
     return cls(**{f.name: getattr(r, f.name) for f in fields(cls)})
 
 
@@ -143,7 +144,7 @@ async def get_account(session: AsyncSession, tenant_id: str, *, lock: bool = Fal
     if lock:
         query = query.with_for_update()
     r = (await session.execute(query)).first()
-    return _row(AccountRow, r) if r is not None else None
+    return row_of(AccountRow, r) if r is not None else None
 
 
 async def insert_account(session: AsyncSession, values: Mapping[str, Any]) -> bool:
@@ -163,7 +164,7 @@ async def account_by_customer(session: AsyncSession, customer_id: str) -> Accoun
     r = (
         await session.execute(select(billing_accounts).where(billing_accounts.c.customer_id == customer_id))
     ).first()
-    return _row(AccountRow, r) if r is not None else None
+    return row_of(AccountRow, r) if r is not None else None
 
 
 async def insert_subscription(session: AsyncSession, values: Mapping[str, Any]) -> None:
@@ -176,7 +177,7 @@ async def get_subscription(session: AsyncSession, subscription_id: str) -> Subsc
             select(billing_subscriptions).where(billing_subscriptions.c.id == subscription_id)
         )
     ).first()
-    return _row(SubscriptionRow, r) if r is not None else None
+    return row_of(SubscriptionRow, r) if r is not None else None
 
 
 async def subscription_by_provider_id(session: AsyncSession, provider_id: str) -> SubscriptionRow | None:
@@ -187,7 +188,7 @@ async def subscription_by_provider_id(session: AsyncSession, provider_id: str) -
             )
         )
     ).first()
-    return _row(SubscriptionRow, r) if r is not None else None
+    return row_of(SubscriptionRow, r) if r is not None else None
 
 
 async def update_subscription(session: AsyncSession, subscription_id: str, values: Mapping[str, Any]) -> None:
@@ -209,7 +210,7 @@ async def current_subscriptions(
     )
     if tenant_ids:
         query = query.where(billing_accounts.c.tenant_id.in_(list(tenant_ids)))
-    return [_row(SubscriptionRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(SubscriptionRow, r) for r in (await session.execute(query)).all()]
 
 
 # --- periods and overage --------------------------------------------------------------------
@@ -230,7 +231,7 @@ async def ended_open_periods(session: AsyncSession, tenant_id: str, as_of: datet
         )
         .order_by(billing_periods.c.period_start)
     )
-    return [_row(PeriodRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(PeriodRow, r) for r in (await session.execute(query)).all()]
 
 
 async def latest_ended_period(session: AsyncSession, tenant_id: str, as_of: datetime) -> PeriodRow | None:
@@ -241,7 +242,7 @@ async def latest_ended_period(session: AsyncSession, tenant_id: str, as_of: date
         .limit(1)
     )
     r = (await session.execute(query)).first()
-    return _row(PeriodRow, r) if r is not None else None
+    return row_of(PeriodRow, r) if r is not None else None
 
 
 async def overage_count(session: AsyncSession, tenant_id: str, period_start: datetime) -> int:
@@ -292,12 +293,12 @@ async def uninvoiced_overage(session: AsyncSession, tenant_id: str) -> list[Over
         )
         .order_by(billing_overage_charges.c.period_start, billing_overage_charges.c.metric)
     )
-    return [_row(OverageRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(OverageRow, r) for r in (await session.execute(query)).all()]
 
 
 async def overage_of(session: AsyncSession, tenant_id: str) -> list[OverageRow]:
     query = select(billing_overage_charges).where(billing_overage_charges.c.tenant_id == tenant_id)
-    return [_row(OverageRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(OverageRow, r) for r in (await session.execute(query)).all()]
 
 
 # --- invoices ---------------------------------------------------------------------------------
@@ -321,7 +322,7 @@ async def invoice_by_provider_id(session: AsyncSession, provider_id: str) -> Inv
             select(billing_invoices).where(billing_invoices.c.provider_invoice_id == provider_id)
         )
     ).first()
-    return _row(InvoiceRow, r) if r is not None else None
+    return row_of(InvoiceRow, r) if r is not None else None
 
 
 async def list_invoices(
@@ -337,7 +338,7 @@ async def list_invoices(
     if after is not None:
         query = query.where(or_(t.create_time < after[0], and_(t.create_time == after[0], t.id < after[1])))
     query = query.order_by(t.create_time.desc(), t.id.desc()).limit(limit)
-    return [_row(InvoiceRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(InvoiceRow, r) for r in (await session.execute(query)).all()]
 
 
 async def unpaid_invoices(session: AsyncSession, tenant_id: str) -> int:
@@ -349,7 +350,7 @@ async def unpaid_invoices(session: AsyncSession, tenant_id: str) -> int:
 async def finalized_between(session: AsyncSession, start: datetime, end: datetime) -> list[InvoiceRow]:
     t = billing_invoices.c
     query = select(billing_invoices).where(t.finalize_time >= start, t.finalize_time < end)
-    return [_row(InvoiceRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(InvoiceRow, r) for r in (await session.execute(query)).all()]
 
 
 # --- provider events and idempotent requests --------------------------------------------------
@@ -424,12 +425,12 @@ async def add_ons_of(session: AsyncSession, tenant_id: str) -> list[AddOnRow]:
         .where(billing_tenant_add_ons.c.tenant_id == tenant_id)
         .order_by(billing_tenant_add_ons.c.add_on_id)
     )
-    return [_row(AddOnRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(AddOnRow, r) for r in (await session.execute(query)).all()]
 
 
 async def enabled_add_ons(session: AsyncSession) -> list[AddOnRow]:
     query = select(billing_tenant_add_ons).where(billing_tenant_add_ons.c.enabled.is_(True))
-    return [_row(AddOnRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(AddOnRow, r) for r in (await session.execute(query)).all()]
 
 
 async def put_add_on(session: AsyncSession, values: Mapping[str, Any]) -> None:
@@ -449,7 +450,7 @@ async def all_current_subscriptions(session: AsyncSession) -> list[SubscriptionR
     query = select(billing_subscriptions).join(
         billing_accounts, billing_accounts.c.subscription_id == billing_subscriptions.c.id
     )
-    return [_row(SubscriptionRow, r) for r in (await session.execute(query)).all()]
+    return [row_of(SubscriptionRow, r) for r in (await session.execute(query)).all()]
 
 
 async def current_of(session: AsyncSession, tenant_id: str) -> SubscriptionRow | None:
@@ -460,7 +461,7 @@ async def current_of(session: AsyncSession, tenant_id: str) -> SubscriptionRow |
         .where(billing_accounts.c.tenant_id == tenant_id)
     )
     r = (await session.execute(query)).first()
-    return _row(SubscriptionRow, r) if r is not None else None
+    return row_of(SubscriptionRow, r) if r is not None else None
 
 
 # --- the cycle's lock (PostgreSQL) --------------------------------------------------------------
