@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 
 from nexus_server.common.private_files import private_dir, write_private
+from nexus_server.common.sealing import Sealer
 from nexus_server.config import ROOT, ConfigError, check_secret_key, load_settings
 from nexus_server.db.engine import create_async
 from nexus_server.db.migrate import upgrade
@@ -28,7 +29,6 @@ from nexus_server.db.uow import Database
 from nexus_server.identity import keys
 from nexus_server.identity.mail import Mailer
 from nexus_server.identity.resealing import reseal_all
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.tables import mail_outbox, signing_keys
 from tests.conftest import POSTGRES_URL, _drop_postgres_database, _fresh_postgres_database
 from tests.support import free_port

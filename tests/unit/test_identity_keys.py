@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from nexus_server.common.clock import FrozenClock
+from nexus_server.common.sealing import Sealer
 from nexus_server.db.engine import create_async
 from nexus_server.db.migrate import upgrade
 from nexus_server.db.uow import Database
 from nexus_server.identity import keys
-from nexus_server.identity.sealing import Sealer
 
 CACHE = timedelta(minutes=5)
 TTL = timedelta(minutes=15)

@@ -8,13 +8,13 @@ from typing import Any, Protocol
 
 from nexus_server.auth.ports import TenantDirectory
 from nexus_server.auth.revocations import Revocations
+from nexus_server.common.sealing import Sealer
 from nexus_server.config import Settings
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.identity.keys import KeyRing
 from nexus_server.identity.mail import Mailer
 from nexus_server.identity.passwords import Hasher
 from nexus_server.identity.reset_requests import ResetRequests
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.throttle import Throttle
 from nexus_server.identity.tokens import AccessTokens
 

@@ -25,8 +25,8 @@ from sqlalchemy import insert, or_, select, update
 
 from nexus_server.common import periodic
 from nexus_server.common.errors import Unavailable
+from nexus_server.common.sealing import Sealer
 from nexus_server.db.uow import Database, UnitOfWork
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.tables import signing_keys
 
 log = logging.getLogger("nexus.identity.keys")

@@ -25,8 +25,8 @@ from sqlalchemy import insert, select, update
 from nexus_server.common import periodic
 from nexus_server.common.ids import random_base62
 from nexus_server.common.private_files import private_dir, write_private
+from nexus_server.common.sealing import Sealer
 from nexus_server.db.uow import Database, UnitOfWork
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.tables import mail_outbox
 
 log = logging.getLogger("nexus.mail")

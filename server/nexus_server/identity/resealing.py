@@ -14,8 +14,8 @@ import logging
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Column, Table, select, update
 
+from nexus_server.common.sealing import Sealer
 from nexus_server.db.uow import Database
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.tables import mail_outbox, signing_keys, users
 
 log = logging.getLogger("nexus.identity")

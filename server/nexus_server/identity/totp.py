@@ -13,10 +13,10 @@ from datetime import datetime, timedelta
 import pyotp
 from sqlalchemy import or_, update
 
+from nexus_server.common.sealing import Sealer
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.identity import store
 from nexus_server.identity.digests import digest
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.tables import users
 
 ISSUER = "Nexus"

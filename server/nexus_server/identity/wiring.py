@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from nexus_server.app.context import AppContext
+from nexus_server.common.sealing import Sealer
 from nexus_server.config import Settings
 from nexus_server.identity import accounts
 from nexus_server.identity.deps import Identity
@@ -16,7 +17,6 @@ from nexus_server.identity.mail import Mailer
 from nexus_server.identity.passwords import Hasher
 from nexus_server.identity.resealing import reseal_all
 from nexus_server.identity.reset_requests import ResetRequests
-from nexus_server.identity.sealing import Sealer
 from nexus_server.identity.service import IdentityServicer
 from nexus_server.identity.throttle import Policy, Throttle
 from nexus_server.identity.tokens import AccessTokens
