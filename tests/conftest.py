@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -103,6 +104,9 @@ def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory, dns_zo
         bcrypt_rounds=4,
         signups_per_address=1_000_000,
         dns_nameservers=(dns_zone.nameserver,),
+        # The tests' webhook receivers listen on loopback, as a developer's would.
+        webhooks_allow_private_urls=True,
+        webhooks_poll_interval=timedelta(milliseconds=200),
     )
 
 

@@ -109,6 +109,17 @@ class Settings:
     revolut_api_key: str | None = None
     revolut_webhook_secrets: tuple[str, ...] = ()
     revolut_api_base: str = "https://merchant.revolut.com"
+    # Outbound webhooks: whether endpoints may be plain http or private/loopback addresses
+    # (`nexus dev` allows it so a developer can point one at a local receiver; `nexus serve`
+    # does not), how long an attempt may take, how long a replica's lease on an endpoint
+    # lasts (a replica that dies leaves its endpoints to others after this), how many
+    # endpoints one replica sends to at once, and how often it looks for work that other
+    # replicas' commits created.
+    webhooks_allow_private_urls: bool = False
+    webhooks_timeout: timedelta = timedelta(seconds=15)
+    webhooks_lease: timedelta = timedelta(seconds=60)
+    webhooks_concurrency: int = 128
+    webhooks_poll_interval: timedelta = timedelta(seconds=1)
 
     @property
     def is_sqlite(self) -> bool:
@@ -298,7 +309,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
         or base.ratelimit_user_per_minute,
     )
-    return _billing(env, settings)
+    return _webhooks(env, _billing(env, settings))
+
+
+def _webhooks(env: Mapping[str, str], settings: Settings) -> Settings:
+    timeout = _int(env, "NEXUS_WEBHOOKS_TIMEOUT_SECONDS", 15, 1, 60) or 15
+    lease = _int(env, "NEXUS_WEBHOOKS_LEASE_SECONDS", 60, 2, 3600) or 60
+    if lease <= timeout:
+        # A lease that can run out during one attempt would let a second replica send too.
+        raise ConfigError(
+            f"NEXUS_WEBHOOKS_LEASE_SECONDS={lease} must be longer than "
+            f"NEXUS_WEBHOOKS_TIMEOUT_SECONDS={timeout}"
+        )
+    poll = _int(env, "NEXUS_WEBHOOKS_POLL_MILLISECONDS", 1000, 10, 60_000) or 1000
+    return replace(
+        settings,
+        webhooks_allow_private_urls=_flag(env, "NEXUS_WEBHOOKS_ALLOW_PRIVATE_URLS"),
+        webhooks_timeout=timedelta(seconds=timeout),
+        webhooks_lease=timedelta(seconds=lease),
+        webhooks_concurrency=_int(env, "NEXUS_WEBHOOKS_CONCURRENCY", 128, 1, 10_000) or 128,
+        webhooks_poll_interval=timedelta(milliseconds=poll),
+    )
 
 
 def _billing(env: Mapping[str, str], settings: Settings) -> Settings:

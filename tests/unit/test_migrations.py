@@ -16,8 +16,9 @@ SERVER = Path(__file__).resolve().parents[2] / "server" / "nexus_server"
 
 
 def _load_all_tables() -> None:
-    for tables in sorted(SERVER.glob("*/tables.py")):
-        importlib.import_module(f"nexus_server.{tables.parent.name}.tables")
+    for tables in sorted(SERVER.rglob("tables.py")):
+        module = ".".join(tables.relative_to(SERVER).with_suffix("").parts)
+        importlib.import_module(f"nexus_server.{module}")
 
 
 def test_migrations_create_exactly_the_declared_tables(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ for invitations, and give identity the project grants its tokens carry; API keys
 verifier and the rate-limit layer, whose tenant limits come from billing's plan catalog;
 billing sells the plans, drives tenants' plan and suspension through tenants' ForBilling and
 reads usage's rollups; usage meters every call (its layer runs after the rate limit) with the
-quotas and periods billing's terms say; events come last, since they only consume. Nothing is
+quotas and periods billing's terms say; events come last, since they only consume (their
+webhook sender mails a tenant's admins through identity's outbox when it disables an endpoint). Nothing is
 shared by string key.
 """
 
@@ -25,6 +26,7 @@ from nexus_server.db.uow import UnitOfWork
 from nexus_server.events import wiring as events
 from nexus_server.events.appender import Appender
 from nexus_server.events.hub import Hub
+from nexus_server.events.webhooks.worker import Deliverer
 from nexus_server.identity import wiring as identity
 from nexus_server.identity.deps import Identity
 from nexus_server.identity.ports import People
@@ -47,6 +49,7 @@ class Capabilities:
     event_hub: Hub
     event_appender: Appender
     billing: BillingDeps
+    webhooks: Deliverer
     servicers: dict[str, object] = field(default_factory=dict)
 
 
@@ -68,7 +71,7 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
         used_between=usage_ports.used_between,
     )
     use = usage.build(ctx, terms=UsageTerms(bill.terms), live_tenants=tenant_ports.live_tenants)
-    evs = events.build(ctx)
+    evs = events.build(ctx, mail=ident.deps.mailer.queue, admins=tenant_ports.AdminEmails(People()))
     servicers: dict[str, object] = {
         "nexus.identity.v1.IdentityService": ident.servicer,
         "nexus.tenant.v1.TenantService": ten.servicer,
@@ -77,7 +80,9 @@ def build_capabilities(ctx: AppContext) -> Capabilities:
         "nexus.usage.v1.UsageService": use.servicer,
         "nexus.billing.v1.BillingService": bill.servicer,
     }
-    return Capabilities(ident.deps, keys.verifier, keys.limiter, evs.hub, evs.appender, bill.deps, servicers)
+    return Capabilities(
+        ident.deps, keys.verifier, keys.limiter, evs.hub, evs.appender, bill.deps, evs.webhooks, servicers
+    )
 
 
 class UsageTerms:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from nexus_server.config import ConfigError, Settings, check_secret_key
@@ -93,6 +95,11 @@ def cmd_dev(settings: Settings, _args: argparse.Namespace) -> int:
 
     if settings.uses_dev_secret_key:
         _warn_dev_secret_key("nexus dev")
+    if "NEXUS_WEBHOOKS_ALLOW_PRIVATE_URLS" not in os.environ:
+        # A developer points webhook endpoints at a receiver on this machine (`nexus webhooks
+        # listen`); `nexus serve` never allows it unless told to.
+        settings = replace(settings, webhooks_allow_private_urls=True)
+        log.warning("development: webhook endpoints may be plain http and private or loopback addresses")
     _private_var_dir(settings)
     cmd_migrate(settings, _args)
     return run_dev(settings)

@@ -190,3 +190,19 @@ def page_query(
 
 async def page(session: AsyncSession, query: Select[Any]) -> Sequence[StoredEvent]:
     return [_event(r) for r in await session.execute(query)]
+
+
+async def by_sequences(
+    session: AsyncSession, tenant_id: str, sequences: Iterable[int]
+) -> dict[int, StoredEvent]:
+    """The tenant's events with these sequences (webhook deliveries name their event so)."""
+    wanted = sorted(set(sequences))
+    found: dict[int, StoredEvent] = {}
+    for start in range(0, len(wanted), 500):
+        rows = await session.execute(
+            select(*_COLUMNS).where(
+                events.c.tenant_id == tenant_id, events.c.sequence.in_(wanted[start : start + 500])
+            )
+        )
+        found.update({int(r.sequence): _event(r) for r in rows})
+    return found

@@ -114,6 +114,23 @@ class BillingFacts:
 ADMIN_ROLES = ("owner", "admin")
 
 
+class AdminEmails:
+    """Whom to tell when something needs a tenant's attention (a payment failed, a webhook
+    endpoint was disabled): the addresses of its active owners and admins."""
+
+    def __init__(self, people: People):
+        self.people = people
+
+    async def __call__(self, uow: UnitOfWork, tenant_id: str) -> list[str]:
+        admins = [
+            m.user_id
+            for m in await store.all_memberships(uow.session, tenant_id)
+            if set(m.roles) & set(ADMIN_ROLES)
+        ]
+        people = await self.people.by_ids(uow, sorted(admins))
+        return [people[u].email for u in sorted(admins) if u in people and people[u].status == "active"]
+
+
 class ForBilling:
     """What billing drives in tenants: the plan in force, payment suspensions, seat counts
     and whom to remind. Each write sends the tenant feed row (`invalidate_tenant`) in the
@@ -155,13 +172,7 @@ class ForBilling:
         return len(await store.all_memberships(uow.session, tenant_id))
 
     async def admin_emails(self, uow: UnitOfWork, tenant_id: str) -> list[str]:
-        admins = [
-            m.user_id
-            for m in await store.all_memberships(uow.session, tenant_id)
-            if set(m.roles) & set(ADMIN_ROLES)
-        ]
-        people = await self.people.by_ids(uow, sorted(admins))
-        return [people[u].email for u in sorted(admins) if u in people and people[u].status == "active"]
+        return await AdminEmails(self.people)(uow, tenant_id)
 
     async def live_tenant_ids(self, uow: UnitOfWork) -> list[str]:
         return [row[0] for row in await store.plans_of_live_tenants(uow.session)]

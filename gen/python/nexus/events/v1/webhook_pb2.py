@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnexus/events/v1/webhook.proto\x12\x0fnexus.events.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x02\n\x0fWebhookEndpoint\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05types\x18\x04 \x03(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x14\n\x07\x65nabled\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x14\n\x06secret\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x45\n\x1bprevious_secret_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\n\n\x08_enabled\"\xf8\x03\n\x0fWebhookDelivery\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12!\n\x13webhook_endpoint_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65vent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nevent_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65vent_sequence\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12<\n\x06status\x18\x06 \x01(\x0e\x32&.nexus.events.v1.WebhookDeliveryStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\"\n\x14response_status_code\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nlast_error\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x11last_attempt_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0fnext_retry_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nredelivery\x18\r \x01(\x08\x42\x04\xe2\x41\x01\x03*\xd6\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATUS_RETRYING\x10\x02\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x03\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dnexus/events/v1/webhook.proto\x12\x0fnexus.events.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x03\n\x0fWebhookEndpoint\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03url\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\r\n\x05types\x18\x04 \x03(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x14\n\x07\x65nabled\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x14\n\x06secret\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x45\n\x1bprevious_secret_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12M\n\x0f\x64isabled_reason\x18\x0c \x01(\x0e\x32..nexus.events.v1.WebhookEndpointDisabledReasonB\x04\xe2\x41\x01\x03\x42\n\n\x08_enabled\"\xb1\x04\n\x0fWebhookDelivery\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12!\n\x13webhook_endpoint_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x65vent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nevent_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x65vent_sequence\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12<\n\x06status\x18\x06 \x01(\x0e\x32&.nexus.events.v1.WebhookDeliveryStatusB\x04\xe2\x41\x01\x03\x12\x1b\n\rattempt_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\"\n\x14response_status_code\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\nlast_error\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12;\n\x11last_attempt_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x39\n\x0fnext_retry_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\nredelivery\x18\r \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x37\n\x08\x61ttempts\x18\x0e \x03(\x0b\x32\x1f.nexus.events.v1.WebhookAttemptB\x04\xe2\x41\x01\x03\"\x8e\x02\n\x0eWebhookAttempt\x12\x36\n\x0c\x61ttempt_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\"\n\x14response_status_code\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x30\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x04\xe2\x41\x01\x03\x12\x1e\n\x10response_excerpt\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x39\n\x0fnext_retry_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xaa\x01\n\x1dWebhookEndpointDisabledReason\x12\x30\n,WEBHOOK_ENDPOINT_DISABLED_REASON_UNSPECIFIED\x10\x00\x12)\n%WEBHOOK_ENDPOINT_DISABLED_REASON_GONE\x10\x01\x12,\n(WEBHOOK_ENDPOINT_DISABLED_REASON_FAILING\x10\x02*\xd6\x01\n\x15WebhookDeliveryStatus\x12\'\n#WEBHOOK_DELIVERY_STATUS_UNSPECIFIED\x10\x00\x12#\n\x1fWEBHOOK_DELIVERY_STATUS_PENDING\x10\x01\x12$\n WEBHOOK_DELIVERY_STATUS_RETRYING\x10\x02\x12%\n!WEBHOOK_DELIVERY_STATUS_SUCCEEDED\x10\x03\x12\"\n\x1eWEBHOOK_DELIVERY_STATUS_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,6 +48,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKENDPOINT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOKENDPOINT'].fields_by_name['update_time']._loaded_options = None
   _globals['_WEBHOOKENDPOINT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKENDPOINT'].fields_by_name['disabled_reason']._loaded_options = None
+  _globals['_WEBHOOKENDPOINT'].fields_by_name['disabled_reason']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOKDELIVERY'].fields_by_name['id']._loaded_options = None
   _globals['_WEBHOOKDELIVERY'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOKDELIVERY'].fields_by_name['webhook_endpoint_id']._loaded_options = None
@@ -73,10 +76,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKDELIVERY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_WEBHOOKDELIVERY'].fields_by_name['redelivery']._loaded_options = None
   _globals['_WEBHOOKDELIVERY'].fields_by_name['redelivery']._serialized_options = b'\342A\001\003'
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=996
-  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=1210
-  _globals['_WEBHOOKENDPOINT']._serialized_start=117
-  _globals['_WEBHOOKENDPOINT']._serialized_end=486
-  _globals['_WEBHOOKDELIVERY']._serialized_start=489
-  _globals['_WEBHOOKDELIVERY']._serialized_end=993
+  _globals['_WEBHOOKDELIVERY'].fields_by_name['attempts']._loaded_options = None
+  _globals['_WEBHOOKDELIVERY'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['attempt_time']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['attempt_time']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['response_status_code']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['response_status_code']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['latency']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['latency']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['response_excerpt']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['response_excerpt']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['error']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['next_retry_time']._loaded_options = None
+  _globals['_WEBHOOKATTEMPT'].fields_by_name['next_retry_time']._serialized_options = b'\342A\001\003'
+  _globals['_WEBHOOKENDPOINTDISABLEDREASON']._serialized_start=1437
+  _globals['_WEBHOOKENDPOINTDISABLEDREASON']._serialized_end=1607
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_start=1610
+  _globals['_WEBHOOKDELIVERYSTATUS']._serialized_end=1824
+  _globals['_WEBHOOKENDPOINT']._serialized_start=149
+  _globals['_WEBHOOKENDPOINT']._serialized_end=597
+  _globals['_WEBHOOKDELIVERY']._serialized_start=600
+  _globals['_WEBHOOKDELIVERY']._serialized_end=1161
+  _globals['_WEBHOOKATTEMPT']._serialized_start=1164
+  _globals['_WEBHOOKATTEMPT']._serialized_end=1434
 # @@protoc_insertion_point(module_scope)

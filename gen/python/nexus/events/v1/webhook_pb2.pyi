@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -19,6 +20,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _WebhookEndpointDisabledReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookEndpointDisabledReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookEndpointDisabledReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_ENDPOINT_DISABLED_REASON_UNSPECIFIED: _WebhookEndpointDisabledReason.ValueType  # 0
+    """Not disabled by Nexus: the endpoint is enabled, or a person disabled it."""
+    WEBHOOK_ENDPOINT_DISABLED_REASON_GONE: _WebhookEndpointDisabledReason.ValueType  # 1
+    """The endpoint answered 410 Gone: its owner says it no longer exists."""
+    WEBHOOK_ENDPOINT_DISABLED_REASON_FAILING: _WebhookEndpointDisabledReason.ValueType  # 2
+    """Every attempt to the endpoint failed for 5 days."""
+
+class WebhookEndpointDisabledReason(_WebhookEndpointDisabledReason, metaclass=_WebhookEndpointDisabledReasonEnumTypeWrapper):
+    """WebhookEndpointDisabledReason says why Nexus disabled a webhook endpoint."""
+
+WEBHOOK_ENDPOINT_DISABLED_REASON_UNSPECIFIED: WebhookEndpointDisabledReason.ValueType  # 0
+"""Not disabled by Nexus: the endpoint is enabled, or a person disabled it."""
+WEBHOOK_ENDPOINT_DISABLED_REASON_GONE: WebhookEndpointDisabledReason.ValueType  # 1
+"""The endpoint answered 410 Gone: its owner says it no longer exists."""
+WEBHOOK_ENDPOINT_DISABLED_REASON_FAILING: WebhookEndpointDisabledReason.ValueType  # 2
+"""Every attempt to the endpoint failed for 5 days."""
+Global___WebhookEndpointDisabledReason: _TypeAlias = WebhookEndpointDisabledReason  # noqa: Y015
 
 class _WebhookDeliveryStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -68,9 +93,17 @@ class WebhookEndpoint(_message.Message):
     `<webhook-id>.<webhook-timestamp>.<body>`; during a secret rotation's grace
     period two signatures separated by a space). An attempt succeeds when the
     endpoint answers 2xx within 15 seconds; redirects are not followed. Failed
-    attempts are retried with exponential back-off (by default up to 8 attempts
-    over about 24 hours), so deliveries are at least once and not necessarily in
-    sequence order. A tenant may have at most 50 endpoints.
+    attempts are retried on the Standard Webhooks schedule (after 5 seconds, 5
+    minutes, 30 minutes, 2, 5, 10, 14, 20 and 24 hours, each with 10% jitter, and
+    never sooner than a `Retry-After` the endpoint sent): 10 attempts over about
+    three days. Deliveries are at least once. Each endpoint receives its events in
+    sequence order: while the endpoint is unreachable (a connection error, a
+    timeout, 408, 429 or 5xx) later events wait behind the one being retried, so
+    they arrive in order once it is back; an event the endpoint refuses with
+    another 4xx is retried on its own and does not hold the rest back. An endpoint
+    that answers 410 Gone, or has failed every attempt for 5 days, is disabled by
+    Nexus (see `disabled_reason`), which publishes `webhook_endpoint.disabled` and
+    emails the tenant's owners and admins. A tenant may have at most 50 endpoints.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -86,6 +119,7 @@ class WebhookEndpoint(_message.Message):
     PREVIOUS_SECRET_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DISABLED_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The endpoint's unique id: `whk_` followed by base62 characters, time-sortable.
     Assigned by Nexus on create; names the endpoint in UpdateWebhookEndpoint.
@@ -99,8 +133,9 @@ class WebhookEndpoint(_message.Message):
     characters without user information (`user:pass@`). Its host must resolve to
     public addresses only: loopback, private, link-local and other
     non-routable addresses are refused when the endpoint is saved and again at
-    each attempt. Plain `http://` is accepted only when the server runs in
-    development mode.
+    each attempt. Plain `http://` and private targets are accepted only when the
+    server allows them (`NEXUS_WEBHOOKS_ALLOW_PRIVATE_URLS`, which `nexus dev`
+    sets for development).
     """
     enabled: _builtins.bool
     """Whether events are delivered. Defaults to true on create when absent. While
@@ -117,6 +152,10 @@ class WebhookEndpoint(_message.Message):
     bytes, as Standard Webhooks receivers expect. Returned only in the responses
     of CreateWebhookEndpoint and RotateWebhookEndpointSecret and empty
     everywhere else: store it when it is shown, it cannot be read again.
+    """
+    disabled_reason: Global___WebhookEndpointDisabledReason.ValueType
+    """Why Nexus disabled the endpoint by itself; UNSPECIFIED while it is enabled or
+    when a person disabled it. Cleared when the endpoint is enabled again.
     """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -165,10 +204,11 @@ class WebhookEndpoint(_message.Message):
         previous_secret_expire_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        disabled_reason: Global___WebhookEndpointDisabledReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "previous_secret_expire_time", b"previous_secret_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "description", b"description", "enabled", b"enabled", "id", b"id", "previous_secret_expire_time", b"previous_secret_expire_time", "secret", b"secret", "sources", b"sources", "tenant_id", b"tenant_id", "types", b"types", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "description", b"description", "disabled_reason", b"disabled_reason", "enabled", b"enabled", "id", b"id", "previous_secret_expire_time", b"previous_secret_expire_time", "secret", b"secret", "sources", b"sources", "tenant_id", b"tenant_id", "types", b"types", "update_time", b"update_time", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -199,6 +239,7 @@ class WebhookDelivery(_message.Message):
     NEXT_RETRY_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     REDELIVERY_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The delivery's unique id: `dlv_` followed by base62 characters, time-sortable."""
     webhook_endpoint_id: _builtins.str
@@ -214,9 +255,7 @@ class WebhookDelivery(_message.Message):
     status: Global___WebhookDeliveryStatus.ValueType
     """Where the delivery stands."""
     attempt_count: _builtins.int
-    """How many HTTP attempts have been made so far, from 0 (none yet) to the
-    installation's maximum (8 by default).
-    """
+    """How many HTTP attempts have been made so far, from 0 (none yet) to 10."""
     response_status_code: _builtins.int
     """The HTTP status code the endpoint answered on the last attempt, or 0 if no
     attempt was made yet or the last one got no response (connection error,
@@ -248,6 +287,10 @@ class WebhookDelivery(_message.Message):
         requested).
         """
 
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]:
+        """Every attempt made so far, oldest first (at most 10)."""
+
     def __init__(
         self,
         *,
@@ -264,11 +307,68 @@ class WebhookDelivery(_message.Message):
         next_retry_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         redelivery: _builtins.bool = ...,
+        attempts: _abc.Iterable[Global___WebhookAttempt] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_attempt_time", b"last_attempt_time", "next_retry_time", b"next_retry_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "create_time", b"create_time", "event_id", b"event_id", "event_sequence", b"event_sequence", "event_type", b"event_type", "id", b"id", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "next_retry_time", b"next_retry_time", "redelivery", b"redelivery", "response_status_code", b"response_status_code", "status", b"status", "webhook_endpoint_id", b"webhook_endpoint_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "attempts", b"attempts", "create_time", b"create_time", "event_id", b"event_id", "event_sequence", b"event_sequence", "event_type", b"event_type", "id", b"id", "last_attempt_time", b"last_attempt_time", "last_error", b"last_error", "next_retry_time", b"next_retry_time", "redelivery", b"redelivery", "response_status_code", b"response_status_code", "status", b"status", "webhook_endpoint_id", b"webhook_endpoint_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
+
+@_typing.final
+class WebhookAttempt(_message.Message):
+    """A WebhookAttempt is one HTTP request of a delivery, as the delivery log keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    RESPONSE_STATUS_CODE_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    RESPONSE_EXCERPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_RETRY_TIME_FIELD_NUMBER: _builtins.int
+    response_status_code: _builtins.int
+    """The HTTP status code the endpoint answered, or 0 if no response came
+    (connection error, timeout, refused address).
+    """
+    response_excerpt: _builtins.str
+    """The start of the response body (at most 512 characters, as UTF-8 with
+    undecodable bytes replaced), or empty.
+    """
+    error: _builtins.str
+    """Why the attempt failed, for people; empty when it succeeded. At most 1,024
+    characters.
+    """
+    @_builtins.property
+    def attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the request was sent."""
+
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """How long the endpoint took to answer, or until the attempt gave up."""
+
+    @_builtins.property
+    def next_retry_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt was scheduled after this one; unset when this attempt
+        succeeded or was the last.
+        """
+
+    def __init__(
+        self,
+        *,
+        attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        response_status_code: _builtins.int = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        response_excerpt: _builtins.str = ...,
+        error: _builtins.str = ...,
+        next_retry_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_time", b"attempt_time", "latency", b"latency", "next_retry_time", b"next_retry_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_time", b"attempt_time", "error", b"error", "latency", b"latency", "next_retry_time", b"next_retry_time", "response_excerpt", b"response_excerpt", "response_status_code", b"response_status_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015

@@ -9,7 +9,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from nexus_server.events import webhook_signing as signing
+from nexus_server.events.webhooks import signing
 
 BODY = b'{"id":"evt_1","type":"deal.won","data":{"amount":5}}'
 

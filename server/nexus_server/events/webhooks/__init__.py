@@ -1,0 +1,1 @@
+"""Outbound webhooks: endpoints, fan-out from the event log, signed and leased delivery."""
