@@ -41,6 +41,7 @@ def test_command_line_code_is_only_in_the_cli_package() -> None:
         ["migrate"],
         ["dev"],
         ["events", "tail"],
+        ["webhooks", "listen"],
         ["admin", "create"],
         ["keys", "rotate"],
         ["apikey", "issue"],

@@ -1,7 +1,8 @@
 """The `nexus` command. Each module here holds one family of its subcommands and registers
 them with `add_arguments`: server.py (serve, migrate, dev), events.py (events tail),
 identity.py (admin create, keys rotate), apikeys.py (apikey issue), usage.py (usage current,
-usage import), billing.py (billing sync, billing run-cycle), credits.py (credits audit)."""
+usage import), billing.py (billing sync, billing run-cycle), credits.py (credits audit),
+webhooks.py (webhooks listen)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ def _settings() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nexus_server.cli import apikeys, billing, credits, events, identity, server, usage
+    from nexus_server.cli import apikeys, billing, credits, events, identity, server, usage, webhooks
 
     parser = argparse.ArgumentParser(
         prog="nexus", description="Nexus identity/keys/tenants/billing/usage/events hub"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for commands in (server, events, identity, apikeys, usage, billing, credits):
+    for commands in (server, events, identity, apikeys, usage, billing, credits, webhooks):
         commands.add_arguments(sub)
     args = parser.parse_args(argv)
     # Whatever the server writes (database, mail sink, rendered configs) is for this account
