@@ -151,33 +151,32 @@ def _admin_token(stack: Stack) -> tuple[str, str]:
     return login["access_token"], tenant["id"]
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "rpc"),
-    [
-        ("GET", "/v1/webhook-endpoints", "nexus.events.v1.EventsService.ListWebhookEndpoints"),
-        ("POST", "/v1/webhook-endpoints", "nexus.events.v1.EventsService.CreateWebhookEndpoint"),
-    ],
-)
-def test_unimplemented_rpc_is_501_with_json_status_naming_it(
-    stack: Stack, method: str, path: str, rpc: str
-) -> None:
-    """RPCs no servicer implements yet (swap in others as capabilities land); every public
-    one is built, so an admin asks."""
+def test_webhook_endpoints_through_json(stack: Stack) -> None:
+    """The last RPCs to be built answer through Envoy like the rest: the secret is shown
+    once, a refused URL is 400 with its reason on the field."""
     token, tenant_id = _admin_token(stack)
     headers = {
         "authorization": f"Bearer {token}",
         "x-tenant-id": tenant_id,
         "content-type": "application/json",
     }
-    response = stack.request(method, path, headers=headers, body=b"{}" if method == "POST" else None)
-    assert response.status == 501, response.text
-    status = status_json(response)
-    assert status["code"] == 12
-    assert rpc in status["message"]
-    info = error_info(status)
-    assert info["domain"] == "nexus.dev"
-    assert info["reason"] == "NOT_IMPLEMENTED"
-    assert info["metadata"]["request_id"] == response.headers["x-request-id"]
+    made = stack.request(
+        "POST",
+        "/v1/webhook-endpoints",
+        headers=headers,
+        body=b'{"url": "https://hooks.example.com/in", "types": ["deal.*"]}',
+    )
+    assert made.status == 200, made.text
+    endpoint = json.loads(made.body)
+    assert endpoint["secret"].startswith("whsec_") and endpoint["types"] == ["deal.*"]
+    listed = stack.request("GET", "/v1/webhook-endpoints", headers=headers)
+    assert [e["id"] for e in json.loads(listed.body)["webhook_endpoints"]] == [endpoint["id"]]
+    assert "secret" not in json.loads(listed.body)["webhook_endpoints"][0]  # empty: not shown
+    refused = stack.request(
+        "POST", "/v1/webhook-endpoints", headers=headers, body=b'{"url": "https://169.254.169.254/latest"}'
+    )
+    assert refused.status == 400, refused.text
+    assert error_info(status_json(refused))["reason"] == "WEBHOOK_URL_NOT_ALLOWED"
 
 
 @pytest.mark.parametrize(
