@@ -30,6 +30,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     metrics_port: int | None = 9464  # Prometheus exposition; None disables it
+    # Whether the gRPC port is bound with SO_REUSEPORT: set in each of `nexus serve --workers
+    # N`'s processes, which share one port (the kernel spreads connections over them).
+    # Otherwise off, so a second server started on a taken port fails loudly.
+    reuse_port: bool = False
     envoy_port: int = 8080
     envoy_admin_port: int = 9901
     # Proxies of our own in front of Envoy (a cloud load balancer that appends to
@@ -264,6 +268,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host=env.get("NEXUS_HOST", base.host),
         port=_int(env, "NEXUS_PORT", base.port, 0, 65535) or 0,
         metrics_port=metrics_port,
+        reuse_port=_flag(env, "NEXUS_REUSE_PORT"),
         envoy_port=_int(env, "NEXUS_ENVOY_PORT", base.envoy_port, 1, 65535) or base.envoy_port,
         envoy_admin_port=_int(env, "NEXUS_ENVOY_ADMIN_PORT", base.envoy_admin_port, 1, 65535)
         or base.envoy_admin_port,

@@ -103,7 +103,8 @@ async def create_server(
     # Built after the capabilities, so the caches hear each feed row before the streams do.
     guard = StreamGuard(ctx.revocations, auth, clock)
     chain = Chain([RequestLog(), Metrics(registry), auth, *ctx.layers], contract.access_table(), guard=guard)
-    server = grpc.aio.server(interceptors=[chain], options=_OPTIONS)
+    options = [(k, 1 if k == "grpc.so_reuseport" and settings.reuse_port else v) for k, v in _OPTIONS]
+    server = grpc.aio.server(interceptors=[chain], options=options)
     service_names = []
     for service in contract.services():
         server.add_generic_rpc_handlers((service_handler(service, servicers.get(service.full_name)),))

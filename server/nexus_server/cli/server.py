@@ -20,7 +20,14 @@ T = TypeVar("T")
 
 
 def add_arguments(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    sub.add_parser("serve", help="run the gRPC server (NEXUS_* settings)").set_defaults(fn=cmd_serve)
+    serve = sub.add_parser("serve", help="run the gRPC server (NEXUS_* settings)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL",
+    )
+    serve.set_defaults(fn=cmd_serve)
     sub.add_parser("migrate", help="bring the database to the latest schema").set_defaults(fn=cmd_migrate)
     sub.add_parser("dev", help="migrate, then run the server and Envoy in front of it").set_defaults(
         fn=cmd_dev
@@ -78,14 +85,19 @@ def run_loop(settings: Settings, main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
-def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from nexus_server.cli import workers
+
     try:
         check_secret_key(settings)
-    except ConfigError as error:
+        workers.check(settings, args.workers)
+    except (ConfigError, workers.WorkersRefused) as error:
         sys.exit(f"nexus serve: refusing to start: {error}")
     if settings.uses_dev_secret_key:
         _warn_dev_secret_key("NEXUS_ALLOW_DEV_SECRET_KEY=1")
     _private_var_dir(settings)
+    if args.workers > 1:
+        return workers.supervise(settings, args.workers)
     run_loop(settings, run_server(settings))
     return 0
 
