@@ -97,3 +97,19 @@ async def test_names_idna_cannot_encode_are_refused_not_crashed_on() -> None:
     for host in ("x" * 64 + ".example", "a..b"):
         with pytest.raises(outbound.UrlNotAllowed):
             await outbound.resolve_public(host, 443, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://[abc]/",
+        "https://127.0.0.1]:9/",
+        "https://example.com/a\x00b",
+        "https://example.com/\n",
+    ],
+    ids=repr,
+)
+def test_urls_the_parser_cannot_read_are_refused_not_crashed_on(url: str) -> None:
+    with pytest.raises(outbound.UrlNotAllowed):
+        outbound.check_url(url, allow_private=True)

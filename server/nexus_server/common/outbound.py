@@ -84,7 +84,15 @@ def literal_address(host: str) -> Address | None:
 def check_url(url: str, *, allow_private: bool) -> SplitResult:
     if len(url) > MAX_URL:
         raise UrlNotAllowed(f"the URL is longer than {MAX_URL} characters")
-    parts = urlsplit(url)
+    if not url.isascii() or not url.isprintable() or " " in url:
+        # Control characters (NUL among them) and spaces are no part of a URL; clients strip
+        # some of them differently (WHATWG drops tabs), so a URL is refused, not cleaned.
+        raise UrlNotAllowed("the URL must be printable ASCII without spaces (percent-encode the rest)")
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - parses a bracketed address, which may be malformed
+    except ValueError:
+        raise UrlNotAllowed("the URL cannot be parsed (check the brackets of an IPv6 address)") from None
     if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
         raise UrlNotAllowed("the URL must be https")
     if "@" in parts.netloc:
