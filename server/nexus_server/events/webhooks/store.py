@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.db.schema import event_streams
@@ -255,11 +255,30 @@ async def renew_lease(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def record_attempt(session: AsyncSession, delivery: dict[str, Any], attempt: dict[str, Any]) -> None:
-    await session.execute(
-        update(webhook_deliveries).where(webhook_deliveries.c.id == delivery["id"]).values(delivery)
-    )
-    await session.execute(insert(webhook_attempts).values(attempt))
+_RECORDED = (
+    "status",
+    "attempt_count",
+    "response_status_code",
+    "last_error",
+    "last_attempt_time",
+    "next_attempt_time",
+)
+# One statement run for many rows (executemany): a group of attempts is two round trips.
+_RECORD = (
+    update(webhook_deliveries)
+    .where(webhook_deliveries.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}") for name in _RECORDED})
+)
+
+
+async def record_attempts(
+    session: AsyncSession, deliveries: Sequence[dict[str, Any]], attempts: Sequence[dict[str, Any]]
+) -> None:
+    """Write each delivery's new state (its `id` and the _RECORDED columns) and its attempt."""
+    if not deliveries:
+        return
+    await session.execute(_RECORD, [{f"b_{k}": v for k, v in d.items()} for d in deliveries])
+    await session.execute(insert(webhook_attempts), list(attempts))
 
 
 # --- listing and redelivery -----------------------------------------------------------------

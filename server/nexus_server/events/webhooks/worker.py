@@ -227,8 +227,7 @@ class Deliverer:
             until = None if release or disabled else now + self.lease
             if not await store.renew_lease(uow.session, endpoint.id, self.owner, until, state):
                 raise LeaseLost(endpoint.id)
-            for delivery_values, attempt_values in writes:
-                await store.record_attempt(uow.session, delivery_values, attempt_values)
+            await store.record_attempts(uow.session, [w[0] for w in writes], [w[1] for w in writes])
             if disabled:
                 await self._disabled(uow, endpoint, disabled, now)
         return _updated(endpoint, state)
