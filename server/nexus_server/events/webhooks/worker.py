@@ -81,6 +81,12 @@ class Deliverer:
     closed: bool = False
     _bodies: OrderedDict[str, bytes] = field(default_factory=OrderedDict)
 
+    def __post_init__(self) -> None:
+        # Each write renews the lease, so writes must come often enough that the time since
+        # the last one plus one whole attempt stays inside the lease.
+        spare = self.lease.total_seconds() - self.sender.timeout
+        self.flush_seconds = min(FLUSH_SECONDS, max(0.05, spare / 2))
+
     def on_commit(self, batch: list[StoredEvent]) -> None:
         """The unit of work's listener: events were committed here; fan them out now."""
         if batch:
@@ -183,7 +189,7 @@ class Deliverer:
                 if rules.verdict(outcome) in (Verdict.UNREACHABLE, Verdict.GONE):
                     stop = True
                     break
-                if len(tried) >= FLUSH_EVERY or time.monotonic() - flushed >= FLUSH_SECONDS:
+                if len(tried) >= FLUSH_EVERY or time.monotonic() - flushed >= self.flush_seconds:
                     endpoint = await self._flush(endpoint, tried, release=False)
                     tried, flushed = [], time.monotonic()
                     if not endpoint.enabled:
