@@ -143,13 +143,19 @@ class KeyVerifier:
         the misses that arrive while they are go together in the next, so under load a
         database round trip (and its CPU) serves many calls rather than one, and at low
         load a miss is read at once."""
+        me = asyncio.current_task()
         try:
             await asyncio.sleep(0)  # let the misses of this turn of the loop join the read
             while self._queued:
                 batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
                 await self._read(batch)
         finally:
-            if self._queued and len(self._readers) <= 1:
+            # Out of the count in the same step that saw the queue empty: the done callback
+            # runs a turn later, and a miss in between would find the reader still counted,
+            # start none, and wait until some other key missed (a call hung for minutes).
+            if me is not None:
+                self._readers.discard(me)
+            if self._queued and not self._readers:
                 # Cancelled with keys still queued and no other reader: nobody will read them.
                 self._fail(self._queued, asyncio.CancelledError())
                 self._queued = []
