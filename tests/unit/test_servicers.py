@@ -137,8 +137,8 @@ async def _answer(servicer: object, service: descriptor.ServiceDescriptor, name:
 async def test_an_rpc_marked_unimplemented_answers_unimplemented_naming_it() -> None:
     # Every RPC is built now; the mark stays for the next capability under way.
     service = events_service_pb2.DESCRIPTOR.services_by_name["EventsService"]
-    marked = type("Marked", (EventsServicer,), {"CreateWebhookEndpoint": UNIMPLEMENTED})
-    servicer = marked.__new__(marked)  # the marks are on the class
+    marked: type[EventsServicer] = type("Marked", (EventsServicer,), {"CreateWebhookEndpoint": UNIMPLEMENTED})
+    servicer = object.__new__(marked)  # the marks are on the class
     message = await _answer(servicer, service, "CreateWebhookEndpoint")
     assert message == "nexus.events.v1.EventsService.CreateWebhookEndpoint is not implemented yet"
 
