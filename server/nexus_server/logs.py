@@ -199,3 +199,6 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO: the webhook sender's deliveries have a log of their
+    # own (the delivery log), and a line per POST cost 5% of its CPU.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,18 +44,42 @@ class Sender:
         allow_private: bool,
         resolver: outbound.Resolver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_clients: int = 1024,
     ):
         self.timeout = timeout.total_seconds()
         self.allow_private = allow_private
         self.resolver = resolver
-        self.client = httpx.AsyncClient(
+        self.transport = transport
+        self.max_clients = max_clients
+        # One client (one pool, one kept-alive connection) per endpoint: an endpoint sends one
+        # request at a time, and httpcore's pool re-checks every connection for each waiting
+        # request (encode/httpcore#1035), so one pool shared by a hundred endpoints spent
+        # most of the sender's CPU on its own bookkeeping. They share one TLS context.
+        self._tls = ssl.create_default_context()
+        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _client(self, key: str) -> httpx.AsyncClient:
+        client = self._clients.get(key)
+        if client is not None:
+            self._clients.move_to_end(key)
+            return client
+        client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: the checked address is the one used
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=512, keepalive_expiry=30),
-            transport=transport,
+            verify=self._tls,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=1, keepalive_expiry=30),
+            transport=self.transport,
             headers={"user-agent": USER_AGENT, "content-type": "application/json"},
         )
+        self._clients[key] = client
+        if len(self._clients) > self.max_clients:  # the least recently used goes
+            _, evicted = self._clients.popitem(last=False)
+            closing = asyncio.get_running_loop().create_task(evicted.aclose())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        return client
 
     async def target(self, url: str) -> Target:
         """The checked target of `url`; UrlNotAllowed if it may not be called now."""
@@ -74,12 +100,15 @@ class Sender:
         name = None if literal is not None or parts.scheme != "https" else host
         return Target(parsed.copy_with(host=_bare(address)), host_header, name)
 
-    async def post(self, target: Target, headers: dict[str, str], body: bytes, now: datetime) -> Outcome:
+    async def post(
+        self, endpoint_id: str, target: Target, headers: dict[str, str], body: bytes, now: datetime
+    ) -> Outcome:
         started = time.perf_counter()
         extensions = {"sni_hostname": target.server_name} if target.server_name else {}
+        client = self._client(endpoint_id)
         try:
             async with asyncio.timeout(self.timeout):
-                async with self.client.stream(
+                async with client.stream(
                     "POST",
                     target.url,
                     content=body,
@@ -99,7 +128,8 @@ class Sender:
         )
 
     async def close(self) -> None:
-        await self.client.aclose()
+        clients, self._clients = list(self._clients.values()), OrderedDict()
+        await asyncio.gather(*(c.aclose() for c in clients), *self._closing, return_exceptions=True)
 
 
 def _bare(address: str) -> str:

@@ -184,7 +184,7 @@ class Deliverer:
                 else:
                     # The receiver checks the timestamp against its own wall clock.
                     headers = signing.sign(delivery.event_id, int(time.time()), body, secrets)
-                    outcome = await self.sender.post(target, headers, body, now)
+                    outcome = await self.sender.post(endpoint.id, target, headers, body, now)
                 tried.append(Tried(delivery, outcome, now))
                 if rules.verdict(outcome) in (Verdict.UNREACHABLE, Verdict.GONE):
                     stop = True
