@@ -1,11 +1,12 @@
 """The measured server processes: `python -m bench.runner KIND [--settings JSON] [--var-dir DIR]`.
 
 KIND is `echo` (a bare grpc.aio server with a trivial Health servicer: no interceptors, no
-other service, default options) or `nexus` (Nexus as `nexus serve` builds it: create_server,
-its full interceptor chain, on a freshly migrated SQLite file). Both bind 127.0.0.1:0, print
-`READY <port>` on stdout once serving, and then send stdout to stderr (the parent's log file),
-so nothing they print later can block on a pipe nobody reads. They stop on SIGTERM/SIGINT or
-when the bench that started them dies.
+other service, default options), `nexus` (Nexus as `nexus serve` builds it: create_server,
+its full interceptor chain, on a freshly migrated SQLite file), or a floor: `events-bare`
+(bench/stream_bare.py), `webhooks-bare` (bench/webhook_bare.py: its port is a control
+port). All bind 127.0.0.1:0, print `READY <port>` on stdout once serving, and then send
+stdout to stderr (the parent's log file), so nothing they print later can block on a pipe
+nobody reads. They stop on SIGTERM/SIGINT or when the bench that started them dies.
 """
 
 from __future__ import annotations
@@ -104,7 +105,18 @@ async def serve_events_bare(args: argparse.Namespace) -> None:
     await serve(args)
 
 
-SERVERS = {"echo": serve_echo, "nexus": serve_nexus, "events-bare": serve_events_bare}
+async def serve_webhooks_bare(args: argparse.Namespace) -> None:
+    from bench.webhook_bare import serve  # the webhook floor: httpx alone
+
+    await serve(args)
+
+
+SERVERS = {
+    "echo": serve_echo,
+    "nexus": serve_nexus,
+    "events-bare": serve_events_bare,
+    "webhooks-bare": serve_webhooks_bare,
+}
 
 
 def main() -> None:

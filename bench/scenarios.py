@@ -132,6 +132,10 @@ def _register_capabilities() -> None:
 
     SCENARIOS.extend(scenarios_events.scenarios())
 
+    from bench import scenarios_webhooks
+
+    SCENARIOS.extend(scenarios_webhooks.scenarios())
+
     from bench import scenarios_usage
 
     SCENARIOS.extend(scenarios_usage.scenarios())
