@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.load import LoadFailed, LoadOptions, run_load
+from bench.procs import load_average, machine_busy
 from bench.report import Row, as_json, median_rows, render
 from bench.scenarios import SCENARIOS, Scenario, by_name
 from bench.servers import ServerFailed, running
@@ -71,6 +72,7 @@ def run_scenario(scenario: Scenario, options: LoadOptions, workdir: Path) -> Row
     options = dataclasses.replace(options, **scenario.load)
     server_cpus, client_cpus = _pinning(options.pin)
     options = dataclasses.replace(options, client_cpus=client_cpus)
+    busy0, t0 = machine_busy(), time.monotonic()
     try:
         with running(scenario.server, workdir / scenario.name, server_cpus) as server:
             if scenario.workload is not None:
@@ -84,7 +86,8 @@ def run_scenario(scenario: Scenario, options: LoadOptions, workdir: Path) -> Row
                 result = drive(server, options)
             else:
                 result = run_load(server.address, workload, server.pid, options)
-        return Row(scenario, result, server_cpus=server_cpus)
+        busy = (machine_busy() - busy0) / max(time.monotonic() - t0, 1e-9)
+        return Row(scenario, result, server_cpus=server_cpus, machine_cores=busy, load=load_average())
     except (ServerFailed, LoadFailed) as error:
         return Row(scenario, None, str(error))
 

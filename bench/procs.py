@@ -1,4 +1,5 @@
-"""Process plumbing: CPU and memory from /proc, and children that never outlive the bench."""
+"""Process plumbing: CPU and memory from /proc (a process's and the machine's), and children
+that never outlive the bench."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ def cpu_seconds(pid: int) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / _CLK_TCK
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every core; /proc/stat's first line:
+    everything but idle and iowait), so two readings give how busy it was in between."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
+def load_average() -> float:
+    """The one-minute load average: runnable tasks, ours and everyone else's."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def rss_bytes(pid: int) -> int:

@@ -22,6 +22,13 @@ class Row:
     # and each target's value in every round, for the spread printed beside the verdict.
     baseline: LoadResult | None = None
     spread: tuple[tuple[float, ...], ...] = ()
+    # How busy the whole machine was while the row ran (its server's start included), in
+    # cores, and the load average at its end: beside the row's own server and client cores,
+    # they tell a slow row from a busy machine.
+    machine_cores: float = math.nan
+    load: float = math.nan
+    # With --rounds: the row's calls/s and µs/call in every round.
+    rounds: tuple[tuple[float, float], ...] = ()
 
     def bound(self) -> str:
         """What limited the run: the server's CPU, the clients' CPU, the whole machine, or none."""
@@ -109,6 +116,20 @@ def render(rows: list[Row], header: str) -> str:
             )
         )
         out += [f"    {note}" for note in getattr(r, "notes", ())]  # a driver's own notes
+        if not math.isnan(row.machine_cores):
+            cores = len(os.sched_getaffinity(0))
+            out.append(
+                f"    machine: {row.machine_cores:.2f} of {cores} cores busy during the row, "
+                f"load {row.load:.2f} (the row's own server and clients: "
+                f"{r.server_cores + r.client_cores:.2f})"
+            )
+        if len(row.rounds) > 1:
+            rates = sorted(x for x, _ in row.rounds)
+            cpus = sorted(y * 1e6 for _, y in row.rounds)
+            out.append(
+                f"    rounds: calls/s {rates[0]:.0f}–{rates[-1]:.0f}, "
+                f"srv µs/call {cpus[0]:.1f}–{cpus[-1]:.1f} ({len(rates)} rounds)"
+            )
         if r.calls == 0 and not n_errors:
             out.append("    NO CALL COMPLETED in the measured window: the server did not answer in time")
         if n_errors:
@@ -175,7 +196,22 @@ def median_rows(rounds: list[list[Row]]) -> list[Row]:
             )
             for t in scenario.targets
         )
-        chosen.append(Row(row.scenario, row.result, row.failure, row.server_cpus, base, spread))
+        rounds_ = tuple(
+            (r.result.throughput, r.result.cpu_per_call) for r, _, _ in ran if r.result is not None
+        )
+        chosen.append(
+            Row(
+                row.scenario,
+                row.result,
+                row.failure,
+                row.server_cpus,
+                base,
+                spread,
+                row.machine_cores,
+                row.load,
+                rounds_,
+            )
+        )
     return chosen
 
 
@@ -203,7 +239,12 @@ def as_json(rows: list[Row]) -> list[dict[str, Any]]:
     data = []
     for row in rows:
         r = row.result
-        entry: dict[str, Any] = {"scenario": row.scenario.name, "failure": row.failure or None}
+        entry: dict[str, Any] = {
+            "scenario": row.scenario.name,
+            "failure": row.failure or None,
+            "machine_cores": None if math.isnan(row.machine_cores) else row.machine_cores,
+            "load_average": None if math.isnan(row.load) else row.load,
+        }
         if r is not None:
             entry |= {
                 "calls": r.calls,
