@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from bench.procs import client_process, cpu_seconds, reap, rss_bytes
+from bench.procs import client_process, reap, tree_cpu, tree_rss_bytes
 
 CallFn = Callable[[], Awaitable[Any]]
 _STRAGGLERS = 5.0  # seconds
@@ -87,6 +87,9 @@ class LoadResult:
     client_cpu: float  # seconds of CPU of all client processes in the window
     server_rss: int  # bytes, at the end of the window
     options: LoadOptions = field(default_factory=LoadOptions)
+    # server_cpu split over the server's processes (the process started, then its workers)
+    # when it has several (bench.runner's nexus-workers); () for a single process.
+    server_parts: tuple[float, ...] = ()
 
     @property
     def throughput(self) -> float:
@@ -153,7 +156,15 @@ def run_load(address: str, workload: Workload, server_pid: int, options: LoadOpt
             proc.join(10)
         ordered: array[float] = array("d", sorted(latencies))
         return LoadResult(
-            calls, dict(errors), window.wall, ordered, window.server_cpu, client_cpu, window.rss, options
+            calls,
+            dict(errors),
+            window.wall,
+            ordered,
+            window.server_cpu,
+            client_cpu,
+            window.rss,
+            options,
+            window.parts if len(window.parts) > 1 else (),
         )
     finally:
         reap(procs, conns)
@@ -175,25 +186,29 @@ def _expect(conn: Connection, kind: str, timeout: float) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Window:
-    """What the server did during the measured window: wall and CPU seconds, RSS at its end."""
+    """What the server did during the measured window: wall and CPU seconds, RSS at its end.
+    The server is its process and that process's descendants (a supervisor's workers);
+    `parts` is each one's CPU seconds, the process itself first."""
 
     wall: float
     server_cpu: float
     rss: int
+    parts: tuple[float, ...] = ()
 
 
 def measure_window(conns: list[Connection], options: LoadOptions, server_pid: int) -> Window:
     """Tell every client process when the window starts and ends (after the warm-up), and
-    read the server's CPU and memory around it."""
+    read the server's CPU and memory (its process and any children's) around it."""
     t_start = time.monotonic() + options.warmup
     t_end = t_start + options.duration
     for conn in conns:
         conn.send((t_start, t_end))
     _sleep_until(t_start)
-    cpu0, w0 = cpu_seconds(server_pid), time.monotonic()
+    cpu0, w0 = tree_cpu(server_pid), time.monotonic()
     _sleep_until(t_end)
-    cpu1, w1 = cpu_seconds(server_pid), time.monotonic()
-    return Window(w1 - w0, cpu1 - cpu0, rss_bytes(server_pid))
+    cpu1, w1 = tree_cpu(server_pid), time.monotonic()
+    parts = tuple(cpu - cpu0.get(pid, 0.0) for pid, cpu in cpu1.items())
+    return Window(w1 - w0, sum(parts), tree_rss_bytes(server_pid), parts)
 
 
 def _sleep_until(when: float) -> None:

@@ -91,22 +91,24 @@ class BenchDatabase:
         except Exception as error:
             print(f"bench: could not drop database {name}: {error}", file=sys.stderr)
 
-    def server_spec(self) -> ServerSpec:
-        """A Nexus server on this database; the database is made when the server starts."""
-        return ServerSpec("nexus", settings=_LazySettings(self))
+    def server_spec(self, kind: str = "nexus", **settings: Any) -> ServerSpec:
+        """A server of `kind` (bench.runner) on this database with these other settings; the
+        database is made when the server starts."""
+        return ServerSpec(kind, settings=_LazySettings(self, settings))
 
 
 class _LazySettings(Mapping[str, Any]):
-    def __init__(self, db: BenchDatabase):
+    def __init__(self, db: BenchDatabase, others: Mapping[str, Any] | None = None):
         self.db = db
+        self.others = dict(others or {})
 
     def __getitem__(self, name: str) -> Any:
         if name == "database_url":
             return self.db.database_url()
-        raise KeyError(name)
+        return self.others[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(("database_url",))
+        return iter(("database_url", *self.others))
 
     def __len__(self) -> int:
-        return 1
+        return 1 + len(self.others)

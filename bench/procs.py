@@ -3,6 +3,7 @@ that never outlive the bench."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -26,6 +27,45 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / _CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """The live processes below `pid` (children, theirs, …), parents before their children,
+    from /proc/<pid>/task/*/children; [] once `pid` is gone."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop(0)
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue  # the thread or the process ended meanwhile
+            found += children
+            pending += children
+    return found
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """cpu_seconds of `pid` and of each of its live descendants, `pid` first: a server that
+    is a supervisor of worker processes (bench.runner's nexus-workers) is all of them. A
+    descendant that ends between two readings takes its CPU with it."""
+    times = {pid: cpu_seconds(pid)}
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):  # it ended since it was listed
+            times[child] = cpu_seconds(child)
+    return times
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` and its live descendants; the same as cpu_seconds for a process
+    without children."""
+    return sum(tree_cpu(pid).values())
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has spent busy (every core; /proc/stat's first line:
     everything but idle and iowait), so two readings give how busy it was in between."""
@@ -44,6 +84,15 @@ def load_average() -> float:
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * _PAGE
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """The resident memory of `pid` and its live descendants together."""
+    total = rss_bytes(pid)
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += rss_bytes(child)
+    return total
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

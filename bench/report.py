@@ -116,6 +116,12 @@ def render(rows: list[Row], header: str) -> str:
             )
         )
         out += [f"    {note}" for note in getattr(r, "notes", ())]  # a driver's own notes
+        if r.server_parts and r.window > 0:
+            shares = [cpu / r.window for cpu in r.server_parts]
+            out.append(
+                f"    server processes: {shares[0]:.2f} cores in the one started, "
+                f"{' + '.join(f'{c:.2f}' for c in shares[1:])} in its children"
+            )
         if not math.isnan(row.machine_cores):
             cores = len(os.sched_getaffinity(0))
             out.append(
@@ -258,6 +264,7 @@ def as_json(rows: list[Row]) -> list[dict[str, Any]]:
                 "server_cores": r.server_cores,
                 "client_cores": r.client_cores,
                 "server_rss_mib": r.server_rss / 2**20,
+                "server_process_cores": [cpu / r.window for cpu in r.server_parts] if r.window else [],
                 "errors": r.errors,
                 "load": asdict(r.options),
             }

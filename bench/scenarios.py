@@ -140,6 +140,10 @@ def _register_capabilities() -> None:
 
     SCENARIOS.extend(scenarios_usage.scenarios())
 
+    from bench import scenarios_workers
+
+    SCENARIOS.extend(scenarios_workers.scenarios())
+
 
 _register_capabilities()
 
