@@ -70,11 +70,14 @@ def filter_clause(flt: Filter) -> ColumnElement[bool] | None:
     return and_(*clauses) if clauses else None
 
 
-async def head(session: AsyncSession, tenant_id: str) -> int:
-    """The tenant's head: the highest committed sequence (every lower one is committed too)."""
-    row = await session.execute(
-        select(event_streams.c.head_sequence).where(event_streams.c.tenant_id == tenant_id)
-    )
+async def head(session: AsyncSession, tenant_id: str, *, for_update: bool = False) -> int:
+    """The tenant's head: the highest committed sequence (every lower one is committed too).
+    `for_update` locks the head row (PostgreSQL) to commit: the tenant's appends, and other
+    writers that take it, wait."""
+    query = select(event_streams.c.head_sequence).where(event_streams.c.tenant_id == tenant_id)
+    if for_update and session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = await session.execute(query)
     return int(row.scalar_one_or_none() or 0)
 
 

@@ -69,6 +69,9 @@ async def _endpoint(
 
 
 async def create(uow: UnitOfWork, sealer: Sealer, tenant_id: str, fields: EndpointFields) -> Shown:
+    # The tenant's log head row, locked, orders concurrent creates, so the count below is
+    # exact (51 cannot slip past the limit); the endpoint starts at that head.
+    head = await log.head(uow.session, tenant_id, for_update=True)
     if await store.count_endpoints(uow.session, tenant_id) >= rules.MAX_ENDPOINTS:
         raise FailedPrecondition(
             f"a tenant may have at most {rules.MAX_ENDPOINTS} webhook endpoints",
@@ -97,8 +100,7 @@ async def create(uow: UnitOfWork, sealer: Sealer, tenant_id: str, fields: Endpoi
             "secret": sealer.seal(secret.encode()),
             "previous_secret": None,
             "previous_secret_expire_time": None,
-            # Events published from now on: the endpoint starts at the tenant's head.
-            "cursor": await uow.head_sequence(tenant_id),
+            "cursor": head,  # events published from now on
             "hold_until": None,
             "failing_since": None,
             "lease_owner": None,
