@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from nexus_server.common.clock import FrozenClock
@@ -24,7 +24,7 @@ from nexus_server.events.webhooks import rules, workflows
 from nexus_server.events.webhooks.rules import EndpointFields, Status
 from nexus_server.events.webhooks.sender import Sender
 from nexus_server.events.webhooks.store import DeliveryRow
-from nexus_server.events.webhooks.tables import webhook_endpoints
+from nexus_server.events.webhooks.tables import webhook_deliveries, webhook_endpoints
 from nexus_server.events.webhooks.worker import Deliverer
 from tests.conftest import POSTGRES_URL, _drop_postgres_database, _fresh_postgres_database
 from tests.support import unique
@@ -323,3 +323,23 @@ async def test_a_slow_endpoint_never_delays_another(world: World) -> None:
         assert len(fast) == 10 and len(slow) == 4
         assert max(fast) < slow[1]  # all ten fast ones while the slow one was on its first two
         await deliverer.close()
+
+
+async def test_an_endpoint_made_while_another_lags_gets_only_later_events(
+    world: World, receiver: Receiver
+) -> None:
+    tenant_id, lagging, _ = await _endpoint(world, receiver.url("/old"))
+    await _publish(world, tenant_id, 1_200)  # more than one fan-out step reads
+    _, fresh, _ = await _endpoint(world, receiver.url("/new"), tenant_id=tenant_id)
+    later = await _publish(world, tenant_id, 2)
+    deliverer = world.deliverer()
+    await deliverer.fan_out()
+    assert [d.event_id for d in await _deliveries(world, tenant_id, fresh)][::-1] == later
+    async with world.db.unit_of_work(readonly=True) as uow:
+        made = await uow.session.execute(
+            select(func.count())
+            .select_from(webhook_deliveries)
+            .where(webhook_deliveries.c.endpoint_id == lagging)
+        )
+    assert made.scalar_one() == 1_202
+    await deliverer.close()

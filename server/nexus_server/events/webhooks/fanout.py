@@ -95,6 +95,7 @@ async def _advance(uow: UnitOfWork, rows: Sequence[EndpointRow], low: int, head:
             for event in events
             if row.cursor < event.sequence <= reach and flt.matches(event.type, event.source)
         ]
-        await store.set_cursor(uow.session, row.id, reach)
+        if reach > row.cursor:  # never back: an endpoint made later starts further on
+            await store.set_cursor(uow.session, row.id, reach)
     await store.insert_deliveries(uow.session, made)
     return reach, len(made)
