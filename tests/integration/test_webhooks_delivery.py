@@ -343,3 +343,24 @@ async def test_an_endpoint_made_while_another_lags_gets_only_later_events(
         )
     assert made.scalar_one() == 1_202
     await deliverer.close()
+
+
+async def test_secrets_are_resealed_after_the_secret_key_rotates(world: World) -> None:
+    from cryptography.exceptions import InvalidTag
+
+    from nexus_server.events.webhooks import secrets
+
+    old, new = "the-old-secret-key-0123456789", "the-new-secret-key-0123456789"
+    before = Sealer(old, secrets.PURPOSE)
+    async with world.db.unit_of_work() as uow:
+        shown = await workflows.create(
+            uow, before, unique("ten"), EndpointFields("https://example.com/h", (), (), "", True)
+        )
+    rotating = Sealer(new, secrets.PURPOSE, previous=old)
+    assert await secrets.reseal_all(world.db, rotating) == 1
+    stored = (await _endpoint_row(world, shown.endpoint.id))["secret"]
+    assert isinstance(stored, bytes)
+    assert Sealer(new, secrets.PURPOSE).open(stored).decode() == shown.secret  # the new key alone opens it
+    with pytest.raises(InvalidTag):
+        before.open(stored)
+    assert await secrets.reseal_all(world.db, rotating) == 0  # nothing left to do
