@@ -242,8 +242,8 @@ def scenarios() -> list[Any]:
             NEXUS,
             prepare=seed_api_keys,
             targets=(
-                Target("throughput", ">=", 0.75, source="issue 5"),
-                Target("cpu_per_call", "<=", 1.33, source="issue 5"),
+                Target("throughput", ">=", 0.75, source="issues 5 and 18: in every one of 5 rounds"),
+                Target("cpu_per_call", "<=", 1.33, source="issues 5 and 18: in every one of 5 rounds"),
             ),
         ),
     ]
@@ -270,7 +270,8 @@ def scenarios() -> list[Any]:
             POSTGRES,
             prepare=seed_population,
             load=HALF,
-            targets=(HalfPeakTarget("p99", "<=", 2.0, relative=False, source="issue 5"),),
+            # Issue 18 restated issue 5's 2 ms, which no server here meets, as a ratio to the floor.
+            targets=(HalfPeakTarget("p99", "<=", 1.5, source="issue 18", versus="apikey-half-echo"),),
         ),
         Scenario(
             "apikey-half-echo",

@@ -271,7 +271,10 @@ def scenarios() -> list[Any]:
             SERVER,
             prepare=seed,
             load=HALF,
-            targets=(HalfPeakTarget("p99", "<=", 2.0, relative=False, source="issue 6"),),
+            # Issue 18 restated issue 6's 2 ms as a ratio to the floor, to be met in every round.
+            targets=(
+                HalfPeakTarget("p99", "<=", 1.5, source="issue 18, every round", versus="tenants-half-echo"),
+            ),
         ),
         Scenario(
             "tenants-half-echo",
