@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from nexus_server.common import outbound
 from nexus_server.common.errors import FieldViolation, InvalidArgument
 from nexus_server.common.validation import Violations
+from nexus_server.events.envelope import key_problem
 from nexus_server.events.filters import Filter, build_filter
 
 MAX_ENDPOINTS = 50
@@ -37,7 +38,6 @@ MAX_REDELIVERY = 10_000
 MAX_GRACE = timedelta(days=7)
 MAX_EXCERPT = 512
 MAX_ERROR = 1024
-MAX_IDEMPOTENCY_KEY = 128
 RETENTION = timedelta(days=30)
 DISABLE_AFTER = timedelta(days=5)
 MAX_RETRY_AFTER = timedelta(days=1)
@@ -193,10 +193,10 @@ def description(value: str, field: str, bad: Violations) -> str:
 
 
 def idempotency_key(value: str, field: str, bad: Violations) -> str:
-    if value and not (
-        len(value) <= MAX_IDEMPOTENCY_KEY and value.isascii() and value.isprintable() and " " not in value
-    ):
-        bad.add(field, f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces")
+    """PublishEvent's rule (envelope.py): optional; 1 to 128 of 0x21..0x7E."""
+    problem = key_problem(value) if value else None
+    if problem:
+        bad.add(field, problem)
     return value
 
 
