@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nexus_server.config import ROOT, Settings, load_settings
 from nexus_server.gateway.envoy_config import DESCRIPTOR_PATH, envoy_command, render_envoy_config
+from tests.conftest import POSTGRES_URL, _drop_postgres_database, _fresh_postgres_database
 
 BIN = Path(sys.executable).parent
 NEXUS = str(BIN / "nexus")
@@ -431,3 +432,13 @@ def running_stack(var_dir: Path, **overrides: int | str) -> Iterator[Stack]:
         if envoy is not None:
             stop_process(envoy)
         stop_process(server)
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    """A fresh PostgreSQL database for processes a test starts (skipped when none is configured)."""
+    if not POSTGRES_URL:
+        pytest.skip("NEXUS_TEST_POSTGRES_URL is not set")
+    url, name = _fresh_postgres_database(POSTGRES_URL)
+    yield url
+    _drop_postgres_database(POSTGRES_URL, name)

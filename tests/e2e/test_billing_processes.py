@@ -35,7 +35,6 @@ from nexus_server.config import ROOT
 from nexus_server.db.engine import create_async
 from nexus_server.db.uow import Database
 from nexus_server.usage.tables import usage_daily
-from tests.conftest import POSTGRES_URL, _drop_postgres_database, _fresh_postgres_database
 from tests.e2e.conftest import NEXUS, nexus_env, replicas_on
 from tests.stripe_double import StripeDouble
 from tests.support import PASSWORD, User, key_metadata, login, reason, register_user
@@ -48,15 +47,6 @@ pytestmark = pytest.mark.e2e
 def double() -> Iterator[StripeDouble]:
     with StripeDouble.start() as running:
         yield running
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    if not POSTGRES_URL:
-        pytest.skip("NEXUS_TEST_POSTGRES_URL is not set")
-    url, name = _fresh_postgres_database(POSTGRES_URL)
-    yield url
-    _drop_postgres_database(POSTGRES_URL, name)
 
 
 async def _in_db(url: str, *statements: Any) -> None:

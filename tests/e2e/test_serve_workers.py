@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -16,7 +15,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nexus_server.config import ROOT
-from tests.conftest import POSTGRES_URL, _drop_postgres_database, _fresh_postgres_database
 from tests.e2e.conftest import (
     NEXUS,
     START_TIMEOUT,
@@ -28,15 +26,6 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def postgres() -> Iterator[str]:
-    if not POSTGRES_URL:
-        pytest.skip("NEXUS_TEST_POSTGRES_URL is not set")
-    url, name = _fresh_postgres_database(POSTGRES_URL)
-    yield url
-    _drop_postgres_database(POSTGRES_URL, name)
 
 
 def _started(metrics_port: int) -> float:

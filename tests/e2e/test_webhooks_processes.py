@@ -125,11 +125,9 @@ async def test_kill_9_mid_delivery_loses_no_event(
 
 
 async def test_two_processes_deliver_each_event_once_per_endpoint(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, postgres: str
 ) -> None:
-    if not POSTGRES_URL:
-        pytest.skip("NEXUS_TEST_POSTGRES_URL is not set")
-    url, name = _fresh_postgres_database(POSTGRES_URL)
+    url = postgres
     deployment = Deployment(url)
     try:
         with Receiver() as receiver:
@@ -149,4 +147,3 @@ async def test_two_processes_deliver_each_event_once_per_endpoint(
     finally:
         for server in deployment.servers:
             server.stop()
-        _drop_postgres_database(POSTGRES_URL, name)
