@@ -60,7 +60,7 @@ async def test_a_used_up_hard_limit_refuses_the_tenants_keys_until_the_plan_lift
     key = await issue_key(srv, tenant_id, ["auth:introspect", "usage:read"])
     start, end = month_of(datetime.now(UTC))
     async with srv.db.unit_of_work() as uow:  # the period so far: three calls short of the quota
-        await store.add_period_totals(uow.session, tenant_id, {("api_calls", start): FREE_CALLS - 3})
+        await store.add_period_totals(uow.session, {(tenant_id, "api_calls", start): FREE_CALLS - 3})
 
     keys = keys_rpc.ApiKeyServiceStub(channel)
     error = await _eventually_refused(keys, key)

@@ -136,8 +136,8 @@ class Meter:
             batch = [buffer.popleft() for _ in range(self.max_flush)]
         try:
             async with self.db.unit_of_work() as uow:
-                for tenant_id, items in _records(batch).items():
-                    outcome = await ingest.record(uow, self.source, tenant_id, items)
+                outcomes = await ingest.record_tenants(uow, self.source, _records(batch))
+                for tenant_id, outcome in outcomes.items():
                     if outcome.exhausted and self.on_exhausted is not None:
                         await self.on_exhausted(uow, tenant_id)
                 await endpoint_store.add_hourly(uow.session, _hourly(batch))

@@ -31,70 +31,79 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 
 async def insert_new(
-    session: AsyncSession, tenant_id: str, records: Sequence[Record], now: datetime
-) -> set[str]:
-    """Insert the records whose key the tenant has not used; return the keys inserted.
+    session: AsyncSession, records: Sequence[tuple[str, Record]], now: datetime
+) -> set[tuple[str, str]]:
+    """Insert the (tenant, record) pairs whose key their tenant has not used; return the
+    (tenant, key) pairs inserted.
 
-    One statement of fixed shape per batch, so nothing is compiled per call: a multi-row
-    VALUES of 1,000 records costs SQLAlchemy and psycopg about 0.3 ms of CPU per record to
-    build, more than the database takes to store it."""
+    One statement of fixed shape per batch, whatever its tenants, so nothing is compiled per
+    call: a multi-row VALUES of 1,000 records costs SQLAlchemy and psycopg about 0.3 ms of CPU
+    per record to build, more than the database takes to store it."""
     if not records:
         return set()
-    ordered = sorted(records, key=lambda r: r.idempotency_key)
+    ordered = sorted(records, key=lambda tr: (tr[0], tr[1].idempotency_key))
     if is_postgres(session):
-        return await _insert_recordset(session, tenant_id, ordered, now)
-    return await _insert_locked(session, tenant_id, ordered, now)
+        return await _insert_recordset(session, ordered, now)
+    return await _insert_locked(session, ordered, now)
 
 
-# Rows go in key order, so concurrent batches that share keys wait on each other in one
-# order and cannot deadlock. A key already committed, or being committed by a concurrent
+# Rows go in (tenant, key) order, so concurrent batches that share keys wait on each other in
+# one order and cannot deadlock. A key already committed, or being committed by a concurrent
 # batch, is skipped: the caller reads it back once that batch has finished.
 _INSERT_RECORDSET = text(
     """
     INSERT INTO usage_records
         (tenant_id, idempotency_key, metric, quantity, "time", properties, accept_time)
-    SELECT :tenant_id, r.key, r.metric, r.quantity, r.at, r.properties, :now
+    SELECT r.tenant, r.key, r.metric, r.quantity, r.at, r.properties, :now
     FROM json_to_recordset(CAST(:rows AS json))
-        AS r(key text, metric text, quantity bigint, at timestamptz, properties json)
-    ORDER BY r.key
+        AS r(tenant text, key text, metric text, quantity bigint, at timestamptz, properties json)
+    ORDER BY r.tenant, r.key
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-    RETURNING idempotency_key
+    RETURNING tenant_id, idempotency_key
     """
 )
 
 
 async def _insert_recordset(
-    session: AsyncSession, tenant_id: str, ordered: Sequence[Record], now: datetime
-) -> set[str]:
+    session: AsyncSession, ordered: Sequence[tuple[str, Record]], now: datetime
+) -> set[tuple[str, str]]:
     """PostgreSQL: the batch as one JSON parameter, whatever its size. json.dumps runs in
     C; array parameters would be escaped element by element in Python."""
     rows = json.dumps(
         [
             {
+                "tenant": tenant_id,
                 "key": r.idempotency_key,
                 "metric": r.metric,
                 "quantity": r.quantity,
                 "at": r.time.isoformat(),
                 "properties": r.properties,
             }
-            for r in ordered
+            for tenant_id, r in ordered
         ],
         separators=(",", ":"),
     )
-    result = await session.execute(_INSERT_RECORDSET, {"tenant_id": tenant_id, "now": now, "rows": rows})
-    return set(result.scalars())
+    result = await session.execute(_INSERT_RECORDSET, {"now": now, "rows": rows})
+    return {(tenant_id, key) for tenant_id, key in result}
 
 
 async def _insert_locked(
-    session: AsyncSession, tenant_id: str, ordered: Sequence[Record], now: datetime
-) -> set[str]:
+    session: AsyncSession, ordered: Sequence[tuple[str, Record]], now: datetime
+) -> set[tuple[str, str]]:
     """SQLite: a write transaction holds the database's one write lock from its start
     (BEGIN IMMEDIATE, db/engine.py), so no key can be committed between reading which keys
     are taken and inserting the rest. The rest go to the driver's executemany as plain
     tuples, bound by the columns' own processors, fetched once: SQLAlchemy's per-row
     parameter handling would cost more than SQLite's insert (metering writes a row a call)."""
-    taken = await stored_keys(session, tenant_id, [r.idempotency_key for r in ordered])
-    new = [r for r in ordered if r.idempotency_key not in taken]
+    keys: dict[str, list[str]] = {}
+    for tenant_id, r in ordered:
+        keys.setdefault(tenant_id, []).append(r.idempotency_key)
+    taken = {
+        (tenant_id, key)
+        for tenant_id, ks in keys.items()
+        for key in await stored_keys(session, tenant_id, ks)
+    }
+    new = [(tenant_id, r) for tenant_id, r in ordered if (tenant_id, r.idempotency_key) not in taken]
     if new:
         dialect = session.get_bind().dialect
         at = _processor(usage_records.c.time, dialect)
@@ -102,11 +111,11 @@ async def _insert_locked(
         accepted = at(now)
         rows = [
             (tenant_id, r.idempotency_key, r.metric, r.quantity, at(r.time), props(r.properties), accepted)
-            for r in new
+            for tenant_id, r in new
         ]
         connection = await session.connection()
         await connection.exec_driver_sql(_INSERT_PLAIN, rows)
-    return {r.idempotency_key for r in new}
+    return {(tenant_id, r.idempotency_key) for tenant_id, r in new}
 
 
 _INSERT_PLAIN = (
@@ -137,13 +146,17 @@ async def stored_keys(
     return found
 
 
-async def add_daily(session: AsyncSession, tenant_id: str, sums: dict[tuple[str, datetime], int]) -> None:
-    """Add to the (metric, day) rollups, in key order (a lock order, as above)."""
+# (tenant, metric, day or period start): the key of a rollup row.
+RollupKey = tuple[str, str, datetime]
+
+
+async def add_daily(session: AsyncSession, sums: dict[RollupKey, int]) -> None:
+    """Add to the (tenant, metric, day) rollups, in key order (a lock order, as above)."""
     if not sums:
         return
     rows = [
         {"tenant_id": tenant_id, "metric": metric, "day": day, "quantity": quantity}
-        for (metric, day), quantity in sorted(sums.items())
+        for (tenant_id, metric, day), quantity in sorted(sums.items())
     ]
     statement = insert_for(session)(usage_daily)
     statement = statement.on_conflict_do_update(
@@ -153,12 +166,46 @@ async def add_daily(session: AsyncSession, tenant_id: str, sums: dict[tuple[str,
     await session.execute(statement, rows)  # executemany: one cached statement
 
 
-async def add_period_totals(
-    session: AsyncSession, tenant_id: str, sums: dict[tuple[str, datetime], int]
-) -> dict[tuple[str, datetime], int]:
-    """Add to the (metric, period start) totals; return each total after the addition."""
-    after: dict[tuple[str, datetime], int] = {}
-    for (metric, start), quantity in sorted(sums.items()):
+# PostgreSQL: every (tenant, metric, period) of a batch in one upsert, in key order.
+_ADD_PERIOD_TOTALS = text(
+    """
+    INSERT INTO usage_period_totals (tenant_id, metric, period_start, quantity)
+    SELECT r.tenant, r.metric, r.start, r.quantity
+    FROM json_to_recordset(CAST(:rows AS json))
+        AS r(tenant text, metric text, start timestamptz, quantity bigint)
+    ORDER BY r.tenant, r.metric, r.start
+    ON CONFLICT (tenant_id, metric, period_start)
+        DO UPDATE SET quantity = usage_period_totals.quantity + excluded.quantity
+    RETURNING tenant_id, metric, period_start, quantity
+    """
+)
+
+
+async def add_period_totals(session: AsyncSession, sums: dict[RollupKey, int]) -> dict[RollupKey, int]:
+    """Add to the (tenant, metric, period start) totals; return each total after the addition."""
+    ordered = sorted(sums.items())
+    if not ordered:
+        return {}
+    if is_postgres(session):
+        rows = json.dumps(
+            [
+                {"tenant": tenant_id, "metric": metric, "start": start.isoformat(), "quantity": quantity}
+                for (tenant_id, metric, start), quantity in ordered
+            ],
+            separators=(",", ":"),
+        )
+        # The database hands period_start back in its own time zone: match on the instant.
+        wanted = {
+            (tenant_id, metric, start.timestamp()): (tenant_id, metric, start)
+            for (tenant_id, metric, start), _ in ordered
+        }
+        result = await session.execute(_ADD_PERIOD_TOTALS, {"rows": rows})
+        return {
+            wanted[(tenant_id, metric, start.timestamp())]: int(total)
+            for tenant_id, metric, start, total in result
+        }
+    after: dict[RollupKey, int] = {}
+    for (tenant_id, metric, start), quantity in ordered:  # SQLite: a local call each, no round trip
         statement = insert_for(session)(usage_period_totals).values(
             tenant_id=tenant_id, metric=metric, period_start=start, quantity=quantity
         )
@@ -166,7 +213,7 @@ async def add_period_totals(
             index_elements=["tenant_id", "metric", "period_start"],
             set_={"quantity": usage_period_totals.c.quantity + statement.excluded.quantity},
         ).returning(usage_period_totals.c.quantity)
-        after[(metric, start)] = int((await session.execute(statement)).scalar_one())
+        after[(tenant_id, metric, start)] = int((await session.execute(statement)).scalar_one())
     return after
 
 
