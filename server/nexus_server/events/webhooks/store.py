@@ -153,6 +153,12 @@ async def all_sealed_secrets(session: AsyncSession) -> list[tuple[str, bytes, by
 # --- fan-out --------------------------------------------------------------------------------
 
 
+async def any_enabled(session: AsyncSession) -> bool:
+    """Whether any tenant has an enabled endpoint (the only kind fanned out or sent to)."""
+    query = select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled).limit(1)
+    return (await session.execute(query)).first() is not None
+
+
 async def endpoints_behind(session: AsyncSession, limit: int) -> list[EndpointRow]:
     """Enabled endpoints whose cursor is behind their tenant's head, locked for fan-out
     (skipping those another replica is fanning out)."""
