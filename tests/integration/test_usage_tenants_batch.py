@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from nexus_server.common.clock import FrozenClock
 from nexus_server.common.ids import new_id
@@ -35,6 +36,13 @@ def _items(at: datetime, *keys: tuple[str, str, int]) -> list[ingest.Item]:
     return [
         ingest.Item(i, Record(metric, quantity, key, at)) for i, (key, metric, quantity) in enumerate(keys)
     ]
+
+
+async def _rows(uow: UnitOfWork, table: Table, *names: str, tenants: list[str]) -> list[tuple[Any, ...]]:
+    """The tenants' rows of `table`, as tuples of the named columns, ordered by them."""
+    columns = [table.c[name] for name in names]
+    query = select(*columns).where(table.c.tenant_id.in_(tenants)).order_by(*columns)
+    return [tuple(row) for row in await uow.session.execute(query)]
 
 
 async def test_each_tenant_gets_its_own_outcome_rows_and_totals(db: Database) -> None:
@@ -66,20 +74,8 @@ async def test_each_tenant_gets_its_own_outcome_rows_and_totals(db: Database) ->
     assert [(r.index, r.reason) for r in outcomes[c].rejections] == [(2, "IDEMPOTENCY_KEY_REUSED")]
 
     async with db.unit_of_work(readonly=True) as uow:
-        rows = (
-            await uow.session.execute(
-                select(usage_records.c.tenant_id, usage_records.c.idempotency_key, usage_records.c.quantity)
-                .where(usage_records.c.tenant_id.in_([a, b, c]))
-                .order_by(usage_records.c.tenant_id, usage_records.c.idempotency_key)
-            )
-        ).all()
-        daily = (
-            await uow.session.execute(
-                select(usage_daily.c.tenant_id, usage_daily.c.metric, usage_daily.c.quantity)
-                .where(usage_daily.c.tenant_id.in_([a, b, c]))
-                .order_by(usage_daily.c.tenant_id, usage_daily.c.metric)
-            )
-        ).all()
+        rows = await _rows(uow, usage_records, "tenant_id", "idempotency_key", "quantity", tenants=[a, b, c])
+        daily = await _rows(uow, usage_daily, "tenant_id", "metric", "quantity", tenants=[a, b, c])
         start = (await terms.terms(uow, a, at)).period_start
         totals = {t: await store.period_totals(uow.session, t, start) for t in (a, b, c)}
     assert rows == [

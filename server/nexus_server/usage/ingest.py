@@ -101,8 +101,8 @@ async def record_tenants(
     now = uow.clock.now()
     rows = [(tenant_id, rec) for tenant_id, (_, candidates, _) in judged.items() for _, rec, _ in candidates]
     inserted = await store.insert_new(uow.session, rows, now)
-    daily: dict[tuple[str, str, datetime], int] = {}
-    period: dict[tuple[str, str, datetime], int] = {}
+    daily: dict[store.RollupKey, int] = {}
+    period: dict[store.RollupKey, int] = {}
     terms_of: dict[tuple[str, datetime], Terms] = {}
     outcomes: dict[str, Outcome] = {}
     for tenant_id, (outcome, candidates, repeats) in judged.items():

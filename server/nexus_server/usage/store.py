@@ -95,14 +95,12 @@ async def _insert_locked(
     are taken and inserting the rest. The rest go to the driver's executemany as plain
     tuples, bound by the columns' own processors, fetched once: SQLAlchemy's per-row
     parameter handling would cost more than SQLite's insert (metering writes a row a call)."""
-    keys: dict[str, list[str]] = {}
-    for tenant_id, r in ordered:
-        keys.setdefault(tenant_id, []).append(r.idempotency_key)
-    taken = {
-        (tenant_id, key)
-        for tenant_id, ks in keys.items()
-        for key in await stored_keys(session, tenant_id, ks)
-    }
+    pairs = [(tenant_id, r.idempotency_key) for tenant_id, r in ordered]
+    columns = (usage_records.c.tenant_id, usage_records.c.idempotency_key)
+    taken: set[tuple[str, str]] = set()
+    for part in _chunks(pairs, _CHUNK // 2):  # two bound parameters a pair
+        query = select(*columns).where(tuple_(*columns).in_(part))
+        taken.update((t, k) for t, k in await session.execute(query))
     new = [(tenant_id, r) for tenant_id, r in ordered if (tenant_id, r.idempotency_key) not in taken]
     if new:
         dialect = session.get_bind().dialect
