@@ -3,13 +3,13 @@ to them, GetEndpointStats sums them over a window."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.dialect import insert_for, is_postgres
 from nexus_server.usage.tables import usage_endpoint_hourly as hourly
 
@@ -22,22 +22,12 @@ _KEY = ["tenant_id", "hour", "method", "api_key_id", "code", "bucket"]
 async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int]) -> None:
     """Add `counts` to the hourly rows, creating the missing ones. Rows go in key order, so
     replicas flushing at once lock shared rows in one order and cannot deadlock."""
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "hour": hour,
-            "method": method,
-            "api_key_id": api_key_id,
-            "code": code,
-            "bucket": bucket,
-            "calls": calls,
-        }
-        for (tenant_id, hour, method, api_key_id, code, bucket), calls in sorted(counts.items())
-    ]
-    if not rows:
+    if not counts:
         return
+    ordered = sorted(counts.items())
     if is_postgres(session):
-        await session.execute(_ADD_RECORDSET, {"rows": json.dumps(rows, default=_iso, separators=(",", ":"))})
+        rows = await Pacer().json_array(ordered, _row, default=_iso)
+        await session.execute(_ADD_RECORDSET, {"rows": rows})
         return
     # One statement executed per row (executemany): compiled once and cached, where a
     # multi-row VALUES of a new size is compiled anew every flush, at ~0.3 ms a row.
@@ -45,7 +35,20 @@ async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int]) -> 
     statement = statement.on_conflict_do_update(
         index_elements=_KEY, set_={"calls": hourly.c.calls + statement.excluded.calls}
     )
-    await session.execute(statement, rows)
+    await session.execute(statement, [_row(item) for item in ordered])
+
+
+def _row(item: tuple[HourlyKey, int]) -> dict[str, object]:
+    (tenant_id, hour, method, api_key_id, code, bucket), calls = item
+    return {
+        "tenant_id": tenant_id,
+        "hour": hour,
+        "method": method,
+        "api_key_id": api_key_id,
+        "code": code,
+        "bucket": bucket,
+        "calls": calls,
+    }
 
 
 # PostgreSQL: the rows as one JSON parameter, one statement (executemany there is a round

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from nexus_server.common.errors import FieldViolation
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.uow import UnitOfWork
 from nexus_server.usage import store
 from nexus_server.usage.rules import Record, Rejection, day_of
@@ -94,13 +95,14 @@ async def record_tenants(
     table for all of them: metering flushes a second of every tenant's calls at once, and a
     statement per tenant made its flush dozens of round trips whose stretch of work on the
     event loop and in PostgreSQL delayed every call in flight (issue 18)."""
+    pacer = Pacer()  # a flush's thousand records are work enough to hold the loop (pacing.py)
     judged = {
-        tenant_id: await _candidates(uow, source, tenant_id, items)
+        tenant_id: await _candidates(uow, source, tenant_id, items, pacer)
         for tenant_id, items in sorted(batches.items())
     }
     now = uow.clock.now()
     rows = [(tenant_id, rec) for tenant_id, (_, candidates, _) in judged.items() for _, rec, _ in candidates]
-    inserted = await store.insert_new(uow.session, rows, now)
+    inserted = await store.insert_new(uow.session, rows, now, pacer)
     daily: dict[store.RollupKey, int] = {}
     period: dict[store.RollupKey, int] = {}
     terms_of: dict[tuple[str, datetime], Terms] = {}
@@ -112,22 +114,23 @@ async def record_tenants(
         ]
         stored = await store.stored_keys(uow.session, tenant_id, others) if others else {}
         settled: dict[str, str] = {}  # key -> accepted | duplicate | rejected
-        for item, rec, terms in candidates:
-            key = rec.idempotency_key
-            if (tenant_id, key) in inserted:
-                settled[key] = "accepted"
-                outcome.accepted += 1
-                day = (tenant_id, rec.metric, day_of(rec.time))
-                daily[day] = daily.get(day, 0) + rec.quantity
-                slot = (tenant_id, rec.metric, terms.period_start)
-                period[slot] = period.get(slot, 0) + rec.quantity
-                terms_of[(tenant_id, terms.period_start)] = terms
-            elif stored.get(key) == (rec.metric, rec.quantity):
-                settled[key] = "duplicate"
-                outcome.duplicates += 1
-            else:
-                settled[key] = "rejected"
-                outcome.rejections.append(_reused(item.index, rec))
+        async for part in pacer.slices(candidates):
+            for item, rec, terms in part:
+                key = rec.idempotency_key
+                if (tenant_id, key) in inserted:
+                    settled[key] = "accepted"
+                    outcome.accepted += 1
+                    day = (tenant_id, rec.metric, day_of(rec.time))
+                    daily[day] = daily.get(day, 0) + rec.quantity
+                    slot = (tenant_id, rec.metric, terms.period_start)
+                    period[slot] = period.get(slot, 0) + rec.quantity
+                    terms_of[(tenant_id, terms.period_start)] = terms
+                elif stored.get(key) == (rec.metric, rec.quantity):
+                    settled[key] = "duplicate"
+                    outcome.duplicates += 1
+                else:
+                    settled[key] = "rejected"
+                    outcome.rejections.append(_reused(item.index, rec))
         _settle_repeats(outcome, repeats, settled)
 
     await store.add_daily(uow.session, daily)
@@ -146,7 +149,7 @@ _Candidates = tuple[Outcome, list[tuple[Item, Record, Terms]], list[tuple[Item, 
 
 
 async def _candidates(
-    uow: UnitOfWork, source: TermsSource, tenant_id: str, items: Sequence[Item]
+    uow: UnitOfWork, source: TermsSource, tenant_id: str, items: Sequence[Item], pacer: Pacer
 ) -> _Candidates:
     """The tenant's records that may be new (first of their key, in an open period), the
     repeats of a key within the batch, and the outcome so far (rejections)."""
@@ -155,20 +158,21 @@ async def _candidates(
     first: dict[str, Item] = {}
     repeats: list[tuple[Item, Item]] = []
     candidates: list[tuple[Item, Record, Terms]] = []
-    for item in items:
-        judged = item.judged
-        if isinstance(judged, Rejection):
-            outcome.rejections.append(judged)
-            continue
-        if judged.idempotency_key in first:
-            repeats.append((item, first[judged.idempotency_key]))
-            continue
-        first[judged.idempotency_key] = item
-        terms = await periods.of(judged.time)
-        if terms.closed_until is not None and judged.time < terms.closed_until:
-            outcome.rejections.append(_closed(item.index, judged))
-            continue
-        candidates.append((item, judged, terms))
+    async for part in pacer.slices(items):
+        for item in part:
+            judged = item.judged
+            if isinstance(judged, Rejection):
+                outcome.rejections.append(judged)
+                continue
+            if judged.idempotency_key in first:
+                repeats.append((item, first[judged.idempotency_key]))
+                continue
+            first[judged.idempotency_key] = item
+            terms = await periods.of(judged.time)
+            if terms.closed_until is not None and judged.time < terms.closed_until:
+                outcome.rejections.append(_closed(item.index, judged))
+                continue
+            candidates.append((item, judged, terms))
     return outcome, candidates, repeats
 
 

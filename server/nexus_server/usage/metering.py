@@ -37,6 +37,7 @@ from typing import Any
 
 from nexus_server.auth.principal import PrincipalKind
 from nexus_server.common import periodic
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.interceptors.call import Call
 from nexus_server.usage import endpoint_store, ingest
@@ -135,12 +136,17 @@ class Meter:
         else:
             batch = [buffer.popleft() for _ in range(self.max_flush)]
         try:
+            # Built before the transaction, a slice at a time: the thousand rows of a busy
+            # second are milliseconds of work that must not hold the loop in one stretch.
+            pacer = Pacer()
+            records = await _records(batch, pacer)
+            hourly = await _hourly(batch, pacer)
             async with self.db.unit_of_work() as uow:
-                outcomes = await ingest.record_tenants(uow, self.source, _records(batch))
+                outcomes = await ingest.record_tenants(uow, self.source, records)
                 for tenant_id, outcome in outcomes.items():
                     if outcome.exhausted and self.on_exhausted is not None:
                         await self.on_exhausted(uow, tenant_id)
-                await endpoint_store.add_hourly(uow.session, _hourly(batch))
+                await endpoint_store.add_hourly(uow.session, hourly)
         except BaseException:
             self._put_back(batch)
             raise
@@ -182,26 +188,28 @@ class Meter:
             self._dropped = 0
 
 
-def _records(batch: list[Entry]) -> dict[str, list[ingest.Item]]:
+async def _records(batch: list[Entry], pacer: Pacer) -> dict[str, list[ingest.Item]]:
     """Each tenant's calls as `api_calls` records, tenants in order (a lock order)."""
     per_tenant: dict[str, list[ingest.Item]] = {}
-    for tenant_id, is_key, subject, method, code, seconds, when in batch:
-        items = per_tenant.setdefault(tenant_id, [])
-        properties: dict[str, Any] = {
-            "method": method,
-            "code": code,
-            "latency_ms": round(seconds * 1000, 3),
-            ("api_key_id" if is_key else "user_id"): subject,
-        }
-        record = Record(RESERVED, 1, f"nexus:{_RUN}:{next(_SERIAL)}", when, properties)
-        items.append(ingest.Item(len(items), record))
+    async for part in pacer.slices(batch):
+        for tenant_id, is_key, subject, method, code, seconds, when in part:
+            items = per_tenant.setdefault(tenant_id, [])
+            properties: dict[str, Any] = {
+                "method": method,
+                "code": code,
+                "latency_ms": round(seconds * 1000, 3),
+                ("api_key_id" if is_key else "user_id"): subject,
+            }
+            record = Record(RESERVED, 1, f"nexus:{_RUN}:{next(_SERIAL)}", when, properties)
+            items.append(ingest.Item(len(items), record))
     return dict(sorted(per_tenant.items()))
 
 
-def _hourly(batch: list[Entry]) -> dict[endpoint_store.HourlyKey, int]:
+async def _hourly(batch: list[Entry], pacer: Pacer) -> dict[endpoint_store.HourlyKey, int]:
     counts: dict[endpoint_store.HourlyKey, int] = {}
-    for tenant_id, is_key, subject, method, code, seconds, when in batch:
-        hour = when.replace(minute=0, second=0, microsecond=0)
-        key = (tenant_id, hour, method, subject if is_key else "", code, bucket_of(seconds))
-        counts[key] = counts.get(key, 0) + 1
+    async for part in pacer.slices(batch):
+        for tenant_id, is_key, subject, method, code, seconds, when in part:
+            hour = when.replace(minute=0, second=0, microsecond=0)
+            key = (tenant_id, hour, method, subject if is_key else "", code, bucket_of(seconds))
+            counts[key] = counts.get(key, 0) + 1
     return counts

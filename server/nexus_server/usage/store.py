@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.dialect import insert_for, is_postgres
 from nexus_server.usage.rules import Record
 from nexus_server.usage.tables import (
@@ -31,7 +32,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 
 async def insert_new(
-    session: AsyncSession, records: Sequence[tuple[str, Record]], now: datetime
+    session: AsyncSession, records: Sequence[tuple[str, Record]], now: datetime, pacer: Pacer | None = None
 ) -> set[tuple[str, str]]:
     """Insert the (tenant, record) pairs whose key their tenant has not used; return the
     (tenant, key) pairs inserted.
@@ -43,7 +44,7 @@ async def insert_new(
         return set()
     ordered = sorted(records, key=lambda tr: (tr[0], tr[1].idempotency_key))
     if is_postgres(session):
-        return await _insert_recordset(session, ordered, now)
+        return await _insert_recordset(session, ordered, now, pacer or Pacer())
     return await _insert_locked(session, ordered, now)
 
 
@@ -65,26 +66,25 @@ _INSERT_RECORDSET = text(
 
 
 async def _insert_recordset(
-    session: AsyncSession, ordered: Sequence[tuple[str, Record]], now: datetime
+    session: AsyncSession, ordered: Sequence[tuple[str, Record]], now: datetime, pacer: Pacer
 ) -> set[tuple[str, str]]:
     """PostgreSQL: the batch as one JSON parameter, whatever its size. json.dumps runs in
     C; array parameters would be escaped element by element in Python."""
-    rows = json.dumps(
-        [
-            {
-                "tenant": tenant_id,
-                "key": r.idempotency_key,
-                "metric": r.metric,
-                "quantity": r.quantity,
-                "at": r.time.isoformat(),
-                "properties": r.properties,
-            }
-            for tenant_id, r in ordered
-        ],
-        separators=(",", ":"),
-    )
+    rows = await pacer.json_array(ordered, _recordset_row)
     result = await session.execute(_INSERT_RECORDSET, {"now": now, "rows": rows})
     return {(tenant_id, key) for tenant_id, key in result}
+
+
+def _recordset_row(pair: tuple[str, Record]) -> dict[str, Any]:
+    tenant_id, r = pair
+    return {
+        "tenant": tenant_id,
+        "key": r.idempotency_key,
+        "metric": r.metric,
+        "quantity": r.quantity,
+        "at": r.time.isoformat(),
+        "properties": r.properties,
+    }
 
 
 async def _insert_locked(
