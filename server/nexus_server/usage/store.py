@@ -32,7 +32,7 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 
 async def insert_new(
-    session: AsyncSession, records: Sequence[tuple[str, Record]], now: datetime, pacer: Pacer | None = None
+    session: AsyncSession, records: Sequence[tuple[str, Record]], now: datetime, pacer: Pacer
 ) -> set[tuple[str, str]]:
     """Insert the (tenant, record) pairs whose key their tenant has not used; return the
     (tenant, key) pairs inserted.
@@ -44,7 +44,7 @@ async def insert_new(
         return set()
     ordered = sorted(records, key=lambda tr: (tr[0], tr[1].idempotency_key))
     if is_postgres(session):
-        return await _insert_recordset(session, ordered, now, pacer or Pacer())
+        return await _insert_recordset(session, ordered, now, pacer)
     return await _insert_locked(session, ordered, now)
 
 
