@@ -228,12 +228,18 @@ def main() -> None:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
     # The loop: Nexus's own setting (NEXUS_EVENT_LOOP's default unless the spec overrides
     # event_loop); the bare floors run the standard loop unless their spec asks for uvloop.
+    from bench.probe import from_env
     from nexus_server.cli.server import run_loop
     from nexus_server.config import Settings
 
     default = Settings.event_loop if args.kind == "nexus" else "asyncio"
     loop = json.loads(args.settings).get("event_loop", default)
+    probe = from_env() if args.kind == "nexus" else None
+    if probe is not None:
+        loop = "asyncio"  # the probe times asyncio's handles; uvloop's are out of its reach
     run_loop(dataclasses.replace(Settings(), event_loop=loop), SERVERS[args.kind](args))
+    if probe is not None:
+        probe.write()
 
 
 if __name__ == "__main__":
