@@ -1,13 +1,15 @@
-"""The engines: database errors never carry bound values, and SQLite syncs every commit."""
+"""The engines: database errors never carry bound values, SQLite syncs every commit, and
+`one_of` reads the same rows on both backends."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from nexus_server.db.dialect import one_of
 from nexus_server.db.engine import create_async, create_sync
 from nexus_server.db.uow import Database
 from nexus_server.identity.tables import mail_outbox
@@ -60,4 +62,30 @@ async def test_sqlite_syncs_every_commit(database_url: str) -> None:
             level = (await uow.session.execute(text("PRAGMA synchronous"))).scalar_one()
         assert level == 2  # FULL (NORMAL is 1)
     finally:
+        await db.dispose()
+
+
+async def test_one_of_reads_the_rows_an_in_list_would(database_url: str) -> None:
+    db = Database(create_async(database_url))
+    ids = [unique("mail_")[:40] for _ in range(300)]
+    try:
+        async with db.unit_of_work() as uow:
+            now = uow.clock.now() + timedelta(days=365)  # never due for the session's mailer
+            rows = [{"id": i, "recipient": "x@example.com", "message": b"x", "attempts": 0} for i in ids]
+            await uow.session.execute(
+                insert(mail_outbox).values(create_time=now, next_attempt_time=now), rows
+            )
+        wanted = ids[::3] + ["mail_missing"]
+        async with db.unit_of_work(readonly=True) as uow:
+            query = select(mail_outbox.c.id).where(one_of(uow.session, mail_outbox.c.id, wanted))
+            found = set((await uow.session.execute(query)).scalars())
+            compiled = str(query.compile(uow.session.get_bind()))
+            none = select(mail_outbox.c.id).where(one_of(uow.session, mail_outbox.c.id, []))
+            assert list((await uow.session.execute(none)).scalars()) == []
+        assert found == set(ids[::3])
+        # PostgreSQL gets one array parameter, not one per value.
+        assert ("ANY" in compiled) == database_url.startswith("postgresql")
+    finally:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(mail_outbox.delete().where(mail_outbox.c.id.in_(ids)))
         await db.dispose()

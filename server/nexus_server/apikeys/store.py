@@ -11,6 +11,7 @@ from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.apikeys.tables import api_keys
+from nexus_server.db.dialect import one_of
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ async def get_key(
 
 async def get_keys(session: AsyncSession, key_ids: Iterable[str]) -> dict[str, ApiKeyRow]:
     """The records of those of `key_ids` that exist, by id (one query)."""
-    found = await session.execute(select(api_keys).where(api_keys.c.id.in_(list(key_ids))))
+    found = await session.execute(select(api_keys).where(one_of(session, api_keys.c.id, key_ids)))
     return {row.id: row for row in map(_row, found.mappings())}
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nexus_server.db.dialect import one_of
 from nexus_server.db.schema import event_streams, events
 from nexus_server.db.uow import StoredEvent, UnitOfWork
 from nexus_server.events.filters import Filter
@@ -87,7 +88,7 @@ async def heads(session: AsyncSession, tenant_ids: Iterable[str]) -> dict[str, i
     for start in range(0, len(ids), 500):
         rows = await session.execute(
             select(event_streams.c.tenant_id, event_streams.c.head_sequence).where(
-                event_streams.c.tenant_id.in_(ids[start : start + 500])
+                one_of(session, event_streams.c.tenant_id, ids[start : start + 500])
             )
         )
         found.update({r.tenant_id: int(r.head_sequence) for r in rows})
@@ -204,7 +205,8 @@ async def by_sequences(
     for start in range(0, len(wanted), 500):
         rows = await session.execute(
             select(*_COLUMNS).where(
-                events.c.tenant_id == tenant_id, events.c.sequence.in_(wanted[start : start + 500])
+                events.c.tenant_id == tenant_id,
+                one_of(session, events.c.sequence, wanted[start : start + 500]),
             )
         )
         found.update({int(r.sequence): _event(r) for r in rows})

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.common.ids import new_id
-from nexus_server.db.dialect import insert_for
+from nexus_server.db.dialect import insert_for, one_of
 from nexus_server.db.types import UtcDateTime
 from nexus_server.identity.tables import (
     known_devices,
@@ -150,14 +150,14 @@ async def get_user_by_email(session: AsyncSession, email: str) -> UserRow | None
 async def get_users(session: AsyncSession, user_ids: Sequence[str]) -> list[UserRow]:
     if not user_ids:
         return []
-    query = select(users).where(users.c.id.in_(sorted(set(user_ids))))
+    query = select(users).where(one_of(session, users.c.id, sorted(set(user_ids))))
     return [_row(UserRow, m) for m in (await session.execute(query)).mappings()]
 
 
 async def user_statuses(session: AsyncSession, user_ids: Sequence[str]) -> dict[str, str]:
     if not user_ids:
         return {}
-    query = select(users.c.id, users.c.status).where(users.c.id.in_(sorted(set(user_ids))))
+    query = select(users.c.id, users.c.status).where(one_of(session, users.c.id, sorted(set(user_ids))))
     return {r.id: r.status for r in await session.execute(query)}
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, delete, func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.common.pacing import Pacer
-from nexus_server.db.dialect import insert_for, is_postgres
+from nexus_server.db.dialect import insert_for, is_postgres, one_of
 from nexus_server.usage.rules import Record
 from nexus_server.usage.tables import (
     usage_daily,
@@ -137,7 +137,7 @@ async def stored_keys(
     for part in _chunks(sorted(keys)):
         rows = await session.execute(
             select(usage_records.c.idempotency_key, usage_records.c.metric, usage_records.c.quantity).where(
-                usage_records.c.tenant_id == tenant_id, usage_records.c.idempotency_key.in_(part)
+                usage_records.c.tenant_id == tenant_id, one_of(session, usage_records.c.idempotency_key, part)
             )
         )
         found.update({key: (metric, quantity) for key, metric, quantity in rows})
