@@ -75,7 +75,7 @@ async def test_one_of_reads_the_rows_an_in_list_would(database_url: str) -> None
             await uow.session.execute(
                 insert(mail_outbox).values(create_time=now, next_attempt_time=now), rows
             )
-        wanted = ids[::3] + ["mail_missing"]
+        wanted = [*ids[::3], "mail_missing"]
         async with db.unit_of_work(readonly=True) as uow:
             query = select(mail_outbox.c.id).where(one_of(uow.session, mail_outbox.c.id, wanted))
             found = set((await uow.session.execute(query)).scalars())

@@ -163,8 +163,11 @@ class KeyVerifier:
     async def _read(self, batch: list[str]) -> None:
         epoch = self._epoch
         try:
-            async with self.db.unit_of_work(readonly=True) as uow:
-                rows = await store.get_keys(uow.session, batch)
+            if self.db.hot is not None:
+                rows = await store.read_keys(self.db.hot, batch)
+            else:
+                async with self.db.unit_of_work(readonly=True) as uow:
+                    rows = await store.get_keys(uow.session, batch)
         except BaseException as error:
             self._fail(batch, error)
             if not isinstance(error, Exception):

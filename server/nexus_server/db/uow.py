@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from nexus_server.common.clock import Clock, SystemClock
 from nexus_server.common.ids import new_id
+from nexus_server.db.hot import HotReader
 from nexus_server.db.schema import event_streams, events
 
 PLATFORM_STREAM = ""  # tenant_id of events that belong to no tenant (user.registered, …)
@@ -57,11 +58,15 @@ class Database:
         # under steady contention a waiting writer can starve past busy_timeout ("database is
         # locked"). Queue this process's writers here instead, first come first served.
         self.write_lock: asyncio.Lock | None = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # One-statement reads of the request path, off the unit of work (PostgreSQL only).
+        self.hot: HotReader | None = HotReader(engine.url) if engine.dialect.name == "postgresql" else None
 
     def unit_of_work(self, *, readonly: bool = False) -> UnitOfWork:
         return UnitOfWork(self, readonly=readonly)
 
     async def dispose(self) -> None:
+        if self.hot is not None:
+            await self.hot.close()
         await self.engine.dispose()
 
 

@@ -1,0 +1,86 @@
+"""The hot reader (PostgreSQL): the key verifier's read off the unit of work gives the rows
+the unit of work does, in UTC, and survives its connection being cut."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from nexus_server.apikeys import store
+from nexus_server.apikeys.store import ApiKeyRow
+from nexus_server.apikeys.tables import api_keys
+from nexus_server.db.engine import create_async
+from nexus_server.db.uow import Database
+from tests.support import unique
+
+
+def _key(now: datetime) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=unique("eco_api_hot")[:40],
+        tenant_id=unique("ten_")[:40],
+        name="hot",
+        scopes=("apikeys:read", "usage:write"),
+        environment="test",
+        rate_limit_per_minute=120,
+        start="eco_test_abcd",
+        secret_hash="a" * 64,
+        previous_secret_hash="b" * 64,
+        previous_secret_expire_time=now + timedelta(hours=1),
+        created_by="usr_x",
+        create_time=now,
+        update_time=now,
+        expire_time=None,
+        last_used_time=None,
+        revoke_time=None,
+        rotate_time=None,
+    )
+
+
+@pytest.fixture
+async def db(database_url: str):  # type: ignore[no-untyped-def]
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite reads through the unit of work")
+    database = Database(create_async(database_url))
+    yield database
+    await database.dispose()
+
+
+async def test_the_hot_read_gives_what_the_unit_of_work_reads(db: Database) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    keys = [_key(now) for _ in range(3)]
+    async with db.unit_of_work() as uow:
+        for key in keys:
+            await store.insert_key(uow.session, key)
+    try:
+        wanted = [k.id for k in keys] + ["eco_api_none"]
+        assert db.hot is not None
+        hot = await store.read_keys(db.hot, wanted)
+        async with db.unit_of_work(readonly=True) as uow:
+            through_uow = await store.get_keys(uow.session, wanted)
+        assert hot == through_uow == {k.id: k for k in keys}
+        assert all(k.create_time.utcoffset() == timedelta(0) for k in hot.values())
+        assert await store.read_keys(db.hot, []) == {}
+    finally:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in keys])))
+
+
+async def test_a_cut_connection_costs_no_read(db: Database) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    key = _key(now)
+    async with db.unit_of_work() as uow:
+        await store.insert_key(uow.session, key)
+    try:
+        assert db.hot is not None
+        assert await store.read_keys(db.hot, [key.id]) == {key.id: key}
+        (backend,) = await db.hot.fetch("SELECT pg_backend_pid()", {})
+        async with db.unit_of_work() as uow:  # as a PostgreSQL restart would
+            await uow.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend[0]})
+        assert await store.read_keys(db.hot, [key.id]) == {key.id: key}
+        (again,) = await db.hot.fetch("SELECT pg_backend_pid()", {})
+        assert again != backend
+    finally:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(api_keys.delete().where(api_keys.c.id == key.id))
