@@ -12,6 +12,7 @@ from datetime import datetime
 
 from nexus_server.apikeys import store
 from nexus_server.common import periodic
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.uow import Database
 
 log = logging.getLogger("nexus.apikeys")
@@ -30,9 +31,12 @@ class LastUsed:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
+        pacer = Pacer()
         try:
+            uses = sorted(batch.items())
+            await pacer.breathe()
             async with self.db.unit_of_work() as uow:
-                await store.write_last_used(uow.session, sorted(batch.items()))
+                await store.write_last_used(uow.session, uses, pacer)
         except Exception:
             # Put the batch back (newer notes win) and try again next round.
             for key_id, when in batch.items():

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, any_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, any_, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.apikeys.tables import api_keys
-from nexus_server.db.dialect import one_of
+from nexus_server.common.pacing import Pacer
+from nexus_server.db.dialect import is_postgres, one_of
 from nexus_server.db.hot import HotReader
 
 
@@ -120,11 +121,37 @@ async def list_keys(
     return [_row(found) for found in (await session.execute(query)).mappings()]
 
 
-async def write_last_used(session: AsyncSession, uses: Iterable[tuple[str, datetime]]) -> None:
+# PostgreSQL: the batch as one JSON parameter. A flush holds what 15 s of calls noted, ten
+# thousand keys at 700 distinct keys a second: as executemany that was ~30 ms of the loop's
+# CPU (SQLAlchemy binds every row's parameters in Python), in stretches of up to 12 ms.
+# Rows are locked in id order first (an UPDATE's join locks in whatever order its plan
+# visits), so replicas flushing the same keys at once wait on each other, never deadlock.
+_WRITE_LAST_USED = text(
+    """
+    WITH u AS (
+        SELECT * FROM json_to_recordset(CAST(:uses AS json)) AS u(kid text, used timestamptz)
+    ), stale AS (
+        SELECT k.id FROM api_keys k JOIN u ON k.id = u.kid
+        WHERE k.last_used_time IS NULL OR k.last_used_time < u.used
+        ORDER BY k.id FOR UPDATE OF k
+    )
+    UPDATE api_keys SET last_used_time = u.used
+    FROM u
+    WHERE api_keys.id = u.kid AND api_keys.id IN (SELECT id FROM stale)
+        AND (api_keys.last_used_time IS NULL OR api_keys.last_used_time < u.used)
+    """
+)
+
+
+async def write_last_used(session: AsyncSession, uses: Sequence[tuple[str, datetime]], pacer: Pacer) -> None:
     """One batched statement; never moves a last-used time backwards."""
-    params = [{"kid": key_id, "used": used} for key_id, used in uses]
-    if not params:
+    if not uses:
         return
+    if is_postgres(session):
+        encoded = await pacer.json_array(uses, lambda use: {"kid": use[0], "used": use[1].isoformat()})
+        await session.execute(_WRITE_LAST_USED, {"uses": encoded})
+        return
+    params = [{"kid": key_id, "used": used} for key_id, used in uses]
     c = api_keys.c
     statement = (
         update(api_keys)

@@ -1,8 +1,10 @@
-"""The hot reader (PostgreSQL): the key verifier's read off the unit of work gives the rows
-the unit of work does, in UTC, and survives its connection being cut."""
+"""The API-key store's batch paths: the verifier's read off the unit of work (PostgreSQL's
+hot reader) gives the rows the unit of work does, in UTC, and survives its connection being
+cut; last-used times are written in one statement and never move back (both backends)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +13,9 @@ from sqlalchemy import text
 from nexus_server.apikeys import store
 from nexus_server.apikeys.store import ApiKeyRow
 from nexus_server.apikeys.tables import api_keys
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.engine import create_async
+from nexus_server.db.hot import HotReader
 from nexus_server.db.uow import Database
 from tests.support import unique
 
@@ -39,12 +43,16 @@ def _key(now: datetime) -> ApiKeyRow:
 
 
 @pytest.fixture
-async def db(database_url: str):  # type: ignore[no-untyped-def]
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite reads through the unit of work")
+async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(create_async(database_url))
     yield database
     await database.dispose()
+
+
+def _hot(db: Database) -> HotReader:
+    if db.hot is None:
+        pytest.skip("SQLite reads through the unit of work")
+    return db.hot
 
 
 async def test_the_hot_read_gives_what_the_unit_of_work_reads(db: Database) -> None:
@@ -55,32 +63,52 @@ async def test_the_hot_read_gives_what_the_unit_of_work_reads(db: Database) -> N
             await store.insert_key(uow.session, key)
     try:
         wanted = [k.id for k in keys] + ["eco_api_none"]
-        assert db.hot is not None
-        hot = await store.read_keys(db.hot, wanted)
+        hot = await store.read_keys(_hot(db), wanted)
         async with db.unit_of_work(readonly=True) as uow:
             through_uow = await store.get_keys(uow.session, wanted)
         assert hot == through_uow == {k.id: k for k in keys}
         assert all(k.create_time.utcoffset() == timedelta(0) for k in hot.values())
-        assert await store.read_keys(db.hot, []) == {}
+        assert await store.read_keys(_hot(db), []) == {}
     finally:
         async with db.unit_of_work() as uow:
             await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in keys])))
 
 
 async def test_a_cut_connection_costs_no_read(db: Database) -> None:
+    hot = _hot(db)
     now = datetime.now(UTC).replace(microsecond=0)
     key = _key(now)
     async with db.unit_of_work() as uow:
         await store.insert_key(uow.session, key)
     try:
-        assert db.hot is not None
-        assert await store.read_keys(db.hot, [key.id]) == {key.id: key}
-        (backend,) = await db.hot.fetch("SELECT pg_backend_pid()", {})
+        assert await store.read_keys(hot, [key.id]) == {key.id: key}
+        (backend,) = await hot.fetch("SELECT pg_backend_pid()", {})
         async with db.unit_of_work() as uow:  # as a PostgreSQL restart would
             await uow.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend[0]})
-        assert await store.read_keys(db.hot, [key.id]) == {key.id: key}
-        (again,) = await db.hot.fetch("SELECT pg_backend_pid()", {})
+        assert await store.read_keys(hot, [key.id]) == {key.id: key}
+        (again,) = await hot.fetch("SELECT pg_backend_pid()", {})
         assert again != backend
     finally:
         async with db.unit_of_work() as uow:
             await uow.session.execute(api_keys.delete().where(api_keys.c.id == key.id))
+
+
+async def test_last_used_times_are_written_in_one_statement_and_never_go_back(db: Database) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    keys = [_key(now) for _ in range(3)]
+    async with db.unit_of_work() as uow:
+        for key in keys:
+            await store.insert_key(uow.session, key)
+    try:
+        later, earlier = now + timedelta(minutes=5), now - timedelta(minutes=5)
+        async with db.unit_of_work() as uow:
+            await store.write_last_used(uow.session, [(keys[0].id, later), (keys[1].id, later)], Pacer())
+        async with db.unit_of_work() as uow:  # an older note (another replica's) loses
+            uses = [(keys[0].id, earlier), (keys[2].id, earlier), ("eco_api_none", later)]
+            await store.write_last_used(uow.session, uses, Pacer())
+        async with db.unit_of_work(readonly=True) as uow:
+            found = await store.get_keys(uow.session, [k.id for k in keys])
+        assert [found[k.id].last_used_time for k in keys] == [later, later, earlier]
+    finally:
+        async with db.unit_of_work() as uow:
+            await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in keys])))
