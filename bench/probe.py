@@ -14,6 +14,7 @@ a probed row's numbers are for finding stretches, not for verdicts.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections import defaultdict
@@ -50,6 +51,11 @@ class StallProbe:
         self.stalls: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.callbacks = 0
         self.began = time.monotonic()
+        # The collector's passes, by generation: (count, total, longest) seconds. A full pass
+        # walks every tracked object the caches hold, and holds the loop meanwhile.
+        self.collections: dict[int, list[float]] = defaultdict(list)
+        self._collecting = 0.0
+        self.full: list[tuple[float, float, int]] = []  # (seconds since start, took, collected)
 
     def install(self) -> None:
         probe, run = self, asyncio.events.Handle._run
@@ -66,6 +72,16 @@ class StallProbe:
                 stall.append((took, time.thread_time() - cpu))
 
         asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+        gc.callbacks.append(self._collected)
+
+    def _collected(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._collecting = time.perf_counter()
+        else:
+            took = time.perf_counter() - self._collecting
+            self.collections[info["generation"]].append(took)
+            if info["generation"] == 2:
+                self.full.append((time.monotonic() - self.began, took, info["collected"]))
 
     def write(self) -> None:
         seconds = time.monotonic() - self.began
@@ -79,6 +95,14 @@ class StallProbe:
             wall = [w * 1000 for w, _ in took]
             cpu = sum(c for _, c in took) * 1000
             lines.append(f"{len(took):>6} {sum(wall):>9.1f} {max(wall):>7.1f} {cpu:>7.1f}  {chain}")
+        for generation, took in sorted(self.collections.items()):
+            lines.append(
+                f"gc generation {generation}: {len(took)} passes, {sum(took) * 1000:.1f} ms in all, "
+                f"longest {max(took) * 1000:.1f} ms"
+            )
+        lines += [
+            f"  full pass at {at:.1f} s: {took * 1000:.1f} ms, {n} collected" for at, took, n in self.full
+        ]
         self.out.write_text("\n".join(lines) + "\n")
 
 

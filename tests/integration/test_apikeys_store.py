@@ -63,12 +63,12 @@ async def test_the_hot_read_gives_what_the_unit_of_work_reads(db: Database) -> N
             await store.insert_key(uow.session, key)
     try:
         wanted = [k.id for k in keys] + ["eco_api_none"]
-        hot = await store.read_keys(_hot(db), wanted)
+        hot = await store.read_keys(_hot(db), wanted, Pacer())
         async with db.unit_of_work(readonly=True) as uow:
             through_uow = await store.get_keys(uow.session, wanted)
         assert hot == through_uow == {k.id: k for k in keys}
         assert all(k.create_time.utcoffset() == timedelta(0) for k in hot.values())
-        assert await store.read_keys(_hot(db), []) == {}
+        assert await store.read_keys(_hot(db), [], Pacer()) == {}
     finally:
         async with db.unit_of_work() as uow:
             await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in keys])))
@@ -81,11 +81,11 @@ async def test_a_cut_connection_costs_no_read(db: Database) -> None:
     async with db.unit_of_work() as uow:
         await store.insert_key(uow.session, key)
     try:
-        assert await store.read_keys(hot, [key.id]) == {key.id: key}
+        assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
         (backend,) = await hot.fetch("SELECT pg_backend_pid()", {})
         async with db.unit_of_work() as uow:  # as a PostgreSQL restart would
             await uow.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend[0]})
-        assert await store.read_keys(hot, [key.id]) == {key.id: key}
+        assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
         (again,) = await hot.fetch("SELECT pg_backend_pid()", {})
         assert again != backend
     finally:

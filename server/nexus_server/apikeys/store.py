@@ -76,11 +76,16 @@ _KEYS_BY_ID_SQL = str(_KEYS_BY_ID.compile(dialect=postgresql.psycopg.dialect()))
 _KEY_COLUMNS = tuple(column.name for column in _KEYS_BY_ID.selected_columns)
 
 
-async def read_keys(hot: HotReader, key_ids: Iterable[str]) -> dict[str, ApiKeyRow]:
-    """`get_keys` off the unit of work: one prepared statement, no transaction."""
+async def read_keys(hot: HotReader, key_ids: Iterable[str], pacer: Pacer) -> dict[str, ApiKeyRow]:
+    """`get_keys` off the unit of work: one prepared statement, no transaction; the rows are
+    built in paced slices (a batch of 500 misses is ~10 ms of Python)."""
     found = await hot.fetch(_KEYS_BY_ID_SQL, {"ids": list(key_ids)})
-    rows = (_row(zip(_KEY_COLUMNS, values, strict=True)) for values in found)
-    return {row.id: row for row in rows}
+    rows: dict[str, ApiKeyRow] = {}
+    async for part in pacer.slices(found):
+        for values in part:
+            row = _row(zip(_KEY_COLUMNS, values, strict=True))
+            rows[row.id] = row
+    return rows
 
 
 async def update_key(session: AsyncSession, key_id: str, **values: Any) -> None:
