@@ -127,8 +127,9 @@ async def list_keys(
 
 
 # PostgreSQL: the batch as one JSON parameter. A flush holds what 15 s of calls noted, ten
-# thousand keys at 700 distinct keys a second: as executemany that was ~30 ms of the loop's
-# CPU (SQLAlchemy binds every row's parameters in Python), in stretches of up to 12 ms.
+# thousand keys at 700 distinct keys a second: as executemany that was 110-190 ms of the
+# loop's CPU (SQLAlchemy binds every row's parameters in Python; micro-bench of 10,000 keys),
+# in stretches of up to 12 ms; as below, 25-35 ms, encoded in paced slices.
 # Rows are locked in id order first (an UPDATE's join locks in whatever order its plan
 # visits), so replicas flushing the same keys at once wait on each other, never deadlock.
 _WRITE_LAST_USED = text(
