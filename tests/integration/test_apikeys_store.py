@@ -49,66 +49,55 @@ async def db(database_url: str) -> AsyncIterator[Database]:
     await database.dispose()
 
 
+@pytest.fixture
+async def keys(db: Database) -> AsyncIterator[list[ApiKeyRow]]:
+    """Three stored keys (created now, to the second), deleted afterwards."""
+    rows = [_key(datetime.now(UTC).replace(microsecond=0)) for _ in range(3)]
+    async with db.unit_of_work() as uow:
+        for row in rows:
+            await store.insert_key(uow.session, row)
+    yield rows
+    async with db.unit_of_work() as uow:
+        await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in rows])))
+
+
 def _hot(db: Database) -> HotReader:
     if db.hot is None:
         pytest.skip("SQLite reads through the unit of work")
     return db.hot
 
 
-async def test_the_hot_read_gives_what_the_unit_of_work_reads(db: Database) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    keys = [_key(now) for _ in range(3)]
+async def test_the_hot_read_gives_what_the_unit_of_work_reads(db: Database, keys: list[ApiKeyRow]) -> None:
+    wanted = [*(k.id for k in keys), "eco_api_none"]
+    hot = await store.read_keys(_hot(db), wanted, Pacer())
+    async with db.unit_of_work(readonly=True) as uow:
+        through_uow = await store.get_keys(uow.session, wanted)
+    assert hot == through_uow == {k.id: k for k in keys}
+    assert all(k.create_time.utcoffset() == timedelta(0) for k in hot.values())
+    assert await store.read_keys(_hot(db), [], Pacer()) == {}
+
+
+async def test_a_cut_connection_costs_no_read(db: Database, keys: list[ApiKeyRow]) -> None:
+    hot, key = _hot(db), keys[0]
+    assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
+    (backend,) = await hot.fetch("SELECT pg_backend_pid()", {})
+    async with db.unit_of_work() as uow:  # as a PostgreSQL restart would
+        await uow.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend[0]})
+    assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
+    (again,) = await hot.fetch("SELECT pg_backend_pid()", {})
+    assert again != backend
+
+
+async def test_last_used_times_are_written_in_one_statement_and_never_go_back(
+    db: Database, keys: list[ApiKeyRow]
+) -> None:
+    now = keys[0].create_time
+    later, earlier = now + timedelta(minutes=5), now - timedelta(minutes=5)
     async with db.unit_of_work() as uow:
-        for key in keys:
-            await store.insert_key(uow.session, key)
-    try:
-        wanted = [k.id for k in keys] + ["eco_api_none"]
-        hot = await store.read_keys(_hot(db), wanted, Pacer())
-        async with db.unit_of_work(readonly=True) as uow:
-            through_uow = await store.get_keys(uow.session, wanted)
-        assert hot == through_uow == {k.id: k for k in keys}
-        assert all(k.create_time.utcoffset() == timedelta(0) for k in hot.values())
-        assert await store.read_keys(_hot(db), [], Pacer()) == {}
-    finally:
-        async with db.unit_of_work() as uow:
-            await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in keys])))
-
-
-async def test_a_cut_connection_costs_no_read(db: Database) -> None:
-    hot = _hot(db)
-    now = datetime.now(UTC).replace(microsecond=0)
-    key = _key(now)
-    async with db.unit_of_work() as uow:
-        await store.insert_key(uow.session, key)
-    try:
-        assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
-        (backend,) = await hot.fetch("SELECT pg_backend_pid()", {})
-        async with db.unit_of_work() as uow:  # as a PostgreSQL restart would
-            await uow.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend[0]})
-        assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
-        (again,) = await hot.fetch("SELECT pg_backend_pid()", {})
-        assert again != backend
-    finally:
-        async with db.unit_of_work() as uow:
-            await uow.session.execute(api_keys.delete().where(api_keys.c.id == key.id))
-
-
-async def test_last_used_times_are_written_in_one_statement_and_never_go_back(db: Database) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    keys = [_key(now) for _ in range(3)]
-    async with db.unit_of_work() as uow:
-        for key in keys:
-            await store.insert_key(uow.session, key)
-    try:
-        later, earlier = now + timedelta(minutes=5), now - timedelta(minutes=5)
-        async with db.unit_of_work() as uow:
-            await store.write_last_used(uow.session, [(keys[0].id, later), (keys[1].id, later)], Pacer())
-        async with db.unit_of_work() as uow:  # an older note (another replica's) loses
-            uses = [(keys[0].id, earlier), (keys[2].id, earlier), ("eco_api_none", later)]
-            await store.write_last_used(uow.session, uses, Pacer())
-        async with db.unit_of_work(readonly=True) as uow:
-            found = await store.get_keys(uow.session, [k.id for k in keys])
-        assert [found[k.id].last_used_time for k in keys] == [later, later, earlier]
-    finally:
-        async with db.unit_of_work() as uow:
-            await uow.session.execute(api_keys.delete().where(api_keys.c.id.in_([k.id for k in keys])))
+        await store.write_last_used(uow.session, [(keys[0].id, later), (keys[1].id, later)], Pacer())
+    async with db.unit_of_work() as uow:  # an older note (another replica's) loses
+        uses = [(keys[0].id, earlier), (keys[2].id, earlier), ("eco_api_none", later)]
+        await store.write_last_used(uow.session, uses, Pacer())
+    async with db.unit_of_work(readonly=True) as uow:
+        found = await store.get_keys(uow.session, [k.id for k in keys])
+    assert [found[k.id].last_used_time for k in keys] == [later, later, earlier]
