@@ -51,8 +51,8 @@ class StallProbe:
         self.stalls: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.callbacks = 0
         self.began = time.monotonic()
-        # The collector's passes, by generation: (count, total, longest) seconds. A full pass
-        # walks every tracked object the caches hold, and holds the loop meanwhile.
+        # How long each of the collector's passes took, by generation. A full pass walks every
+        # tracked object the caches hold, and holds the loop meanwhile.
         self.collections: dict[int, list[float]] = defaultdict(list)
         self._collecting = 0.0
         self.full: list[tuple[float, float, int]] = []  # (seconds since start, took, collected)
@@ -87,6 +87,7 @@ class StallProbe:
         seconds = time.monotonic() - self.began
         rows = sorted(self.stalls.items(), key=lambda kv: -sum(wall for wall, _ in kv[1]))
         lines = [
+            f"== server pid {os.getpid()}",
             f"{self.callbacks} callbacks in {seconds:.1f} s (start-up included); "
             f"{sum(len(v) for v in self.stalls.values())} took ≥ {self.threshold * 1000:.1f} ms",
             f"{'count':>6} {'total ms':>9} {'max ms':>7} {'cpu ms':>7}  chain (cpu: the thread's, of all)",
@@ -103,7 +104,8 @@ class StallProbe:
         lines += [
             f"  full pass at {at:.1f} s: {took * 1000:.1f} ms, {n} collected" for at, took, n in self.full
         ]
-        self.out.write_text("\n".join(lines) + "\n")
+        with self.out.open("a") as out:  # a run's servers (a peak probe's, each row's) add theirs
+            out.write("\n".join(lines) + "\n\n")
 
 
 def from_env() -> StallProbe | None:
