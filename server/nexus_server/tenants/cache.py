@@ -303,8 +303,7 @@ class AccessCache:
         return row.status if row is not None else None
 
     async def _read_users(self, user_ids: list[str]) -> dict[str, str]:
-        async with self.db.unit_of_work(readonly=True) as uow:
-            return await self.people.statuses(uow, user_ids)
+        return await self.people.statuses(self.db, user_ids)
 
     async def _read_member(self, tenant_id: str, user_id: str) -> MemberFacts | None:
         async with self.db.unit_of_work(readonly=True) as uow:
