@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, any_, bindparam, insert, or_, select, text, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.apikeys.tables import api_keys
 from nexus_server.common.pacing import Pacer
 from nexus_server.db.dialect import is_postgres, one_of
-from nexus_server.db.hot import HotReader
+from nexus_server.db.hot import HotReader, hot_sql
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ async def get_keys(session: AsyncSession, key_ids: Iterable[str]) -> dict[str, A
 # The verifier's batch read as PostgreSQL text, compiled once from the table (so it follows
 # the columns), for the hot reader: `%(ids)s` is one array of ids.
 _KEYS_BY_ID = select(api_keys).where(api_keys.c.id == any_(bindparam("ids")))
-_KEYS_BY_ID_SQL = str(_KEYS_BY_ID.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[no-untyped-call]
+_KEYS_BY_ID_SQL = hot_sql(_KEYS_BY_ID)
 _KEY_COLUMNS = tuple(column.name for column in _KEYS_BY_ID.selected_columns)
 
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, delete, insert, select
-from sqlalchemy.dialects import postgresql
 
 from nexus_server.common import periodic
 from nexus_server.common.ids import new_id
+from nexus_server.db.hot import hot_sql
 from nexus_server.db.schema import revocations
 from nexus_server.db.uow import Database, UnitOfWork
 
@@ -38,7 +38,7 @@ _COLUMNS = (
 # and through a unit of work (BEGIN, SELECT, ROLLBACK) it was a 2-6 ms stretch now and then
 # (BENCH_PROBE, issue 18).
 _RECENT = select(*_COLUMNS).where(revocations.c.create_time >= bindparam("since"))
-_RECENT_SQL = str(_RECENT.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[no-untyped-call]
+_RECENT_SQL = hot_sql(_RECENT)
 
 
 class Revocations:

@@ -22,7 +22,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
+from sqlalchemy.sql import ClauseElement
+
+_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+
+
+def hot_sql(statement: ClauseElement) -> str:
+    """A Core statement as the hot reader's text (`%(name)s` parameters), compiled once at
+    import by the store that owns it, so it follows the table's columns."""
+    return str(statement.compile(dialect=_DIALECT))
 
 
 class HotReader:

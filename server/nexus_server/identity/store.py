@@ -8,13 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, any_, bindparam, case, delete, exists, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nexus_server.common.ids import new_id
 from nexus_server.db.dialect import insert_for, one_of
-from nexus_server.db.hot import HotReader
+from nexus_server.db.hot import HotReader, hot_sql
 from nexus_server.db.types import UtcDateTime
 from nexus_server.identity.tables import (
     known_devices,
@@ -166,7 +165,7 @@ async def user_statuses(session: AsyncSession, user_ids: Sequence[str]) -> dict[
 # The status read as PostgreSQL text for the hot reader (tenants' access cache re-reads the
 # accounts asked about every 0.4 s): `%(ids)s` is one array of ids.
 _STATUSES = select(users.c.id, users.c.status).where(users.c.id == any_(bindparam("ids")))
-_STATUSES_SQL = str(_STATUSES.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[no-untyped-call]
+_STATUSES_SQL = hot_sql(_STATUSES)
 
 
 async def read_user_statuses(hot: HotReader, user_ids: Sequence[str]) -> dict[str, str]:
