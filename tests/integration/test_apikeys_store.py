@@ -4,6 +4,7 @@ cut; last-used times are written in one statement and never move back (both back
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -84,6 +85,21 @@ async def test_a_cut_connection_costs_no_read(db: Database, keys: list[ApiKeyRow
     async with db.unit_of_work() as uow:  # as a PostgreSQL restart would
         await uow.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": backend[0]})
     assert await store.read_keys(hot, [key.id], Pacer()) == {key.id: key}
+    (again,) = await hot.fetch("SELECT pg_backend_pid()", {})
+    assert again != backend
+
+
+async def test_a_cancelled_read_leaves_no_statement_behind(db: Database, keys: list[ApiKeyRow]) -> None:
+    hot = _hot(db)
+    (backend,) = await hot.fetch("SELECT pg_backend_pid()", {})
+    slow = asyncio.ensure_future(hot.fetch("SELECT pg_sleep(30)", {}))
+    await asyncio.sleep(0.2)  # the statement is running on the server
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    # The connection it was on is closed (mid-statement, its protocol state is unknown); the
+    # next read opens another and is not queued behind the sleep.
+    assert await asyncio.wait_for(store.read_keys(hot, [keys[0].id], Pacer()), 5) == {keys[0].id: keys[0]}
     (again,) = await hot.fetch("SELECT pg_backend_pid()", {})
     assert again != backend
 

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from nexus_server.common.clock import FrozenClock
 from nexus_server.common.ids import new_id
+from nexus_server.common.pacing import Pacer
 from nexus_server.db.engine import create_async
 from nexus_server.db.uow import Database, UnitOfWork
 from nexus_server.usage import endpoint_store, ingest, retention
@@ -68,7 +69,9 @@ async def test_old_records_and_hours_are_pruned_and_rollups_stay(
         old_hour = (now - timedelta(days=92)).replace(minute=0, second=0, microsecond=0)
         hour = now.replace(minute=0, second=0, microsecond=0)
         await endpoint_store.add_hourly(
-            uow.session, {(tenant, old_hour, "/m", "", "OK", 3): 4, (tenant, hour, "/m", "", "OK", 3): 1}
+            uow.session,
+            {(tenant, old_hour, "/m", "", "OK", 3): 4, (tenant, hour, "/m", "", "OK", 3): 1},
+            Pacer(),
         )
     assert await _count(db, tenant) == (25, 50, 2)
     removed = await retention.Sweep(db, timedelta(days=35)).step()

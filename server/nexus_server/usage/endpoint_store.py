@@ -19,14 +19,14 @@ HourlyKey = tuple[str, datetime, str, str, str, int]
 _KEY = ["tenant_id", "hour", "method", "api_key_id", "code", "bucket"]
 
 
-async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int]) -> None:
+async def add_hourly(session: AsyncSession, counts: Mapping[HourlyKey, int], pacer: Pacer) -> None:
     """Add `counts` to the hourly rows, creating the missing ones. Rows go in key order, so
     replicas flushing at once lock shared rows in one order and cannot deadlock."""
     if not counts:
         return
     ordered = sorted(counts.items())
     if is_postgres(session):
-        rows = await Pacer().json_array(ordered, _row, default=_iso)
+        rows = await pacer.json_array(ordered, _row, default=_iso)
         await session.execute(_ADD_RECORDSET, {"rows": rows})
         return
     # One statement executed per row (executemany): compiled once and cached, where a

@@ -146,7 +146,7 @@ class Meter:
                 for tenant_id, outcome in outcomes.items():
                     if outcome.exhausted and self.on_exhausted is not None:
                         await self.on_exhausted(uow, tenant_id)
-                await endpoint_store.add_hourly(uow.session, hourly)
+                await endpoint_store.add_hourly(uow.session, hourly, pacer)
         except BaseException:
             self._put_back(batch)
             raise
